@@ -1,0 +1,143 @@
+"""Attention backends shared by the vision encoder and the language model.
+
+One function, ``attention(q, k, v, ...)``, three interchangeable backends:
+- ``sdpa`` (default): ``torch.nn.functional.scaled_dot_product_attention`` with a boolean mask;
+- ``eager``: the textbook softmax(QK^T / sqrt(d)) V in float32, the reference the tests trust;
+- ``flash_attention_2``: ``flash_attn_varlen_func`` on a GPU when the package is installed
+  (segments given by ``cu_seqlens``); falls back to ``sdpa`` elsewhere with a one-time warning.
+
+Masks are boolean, ``True`` = may attend. ``segment_ids`` (one id per token, per row) expresses both
+packing (several samples in one row) and the vision encoder's windows: a token attends only to
+tokens of its own segment. Padding is a segment id of -1 on the key side.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+import torch.nn.functional as F
+
+try:  # optional GPU extra
+    from flash_attn import flash_attn_varlen_func
+except Exception:  # noqa: BLE001 - any import failure means "not available"
+    flash_attn_varlen_func = None
+
+BACKENDS = ("sdpa", "eager", "flash_attention_2")
+_warned_flash = False
+
+
+def segment_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
+    """(n+1,) cumulative lengths -> (total,) segment index of every token."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    ids = torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths)
+    if ids.numel() != total:
+        raise ValueError(f"cu_seqlens covers {ids.numel()} tokens but the sequence has {total}")
+    return ids
+
+
+def causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
+    """(1, 1, q_len, k_len): the q_len queries are the last q_len of the k_len keys."""
+    q_pos = torch.arange(q_len, device=device) + (k_len - q_len)
+    return (torch.arange(k_len, device=device)[None, :] <= q_pos[:, None])[None, None]
+
+
+def build_mask(
+    q_len: int,
+    k_len: int,
+    *,
+    causal: bool,
+    key_padding: torch.Tensor | None = None,
+    segment_ids: torch.Tensor | None = None,
+    q_offset: int = 0,
+) -> torch.Tensor | None:
+    """Boolean mask (B or 1, 1, q_len, k_len); None when plain causal/full attention suffices.
+
+    key_padding: (B, k_len) with 1 for real tokens. segment_ids: (B or 1, k_len); the queries are the
+    last q_len keys (``q_offset`` = k_len - q_len for KV-cache decoding).
+    """
+    if key_padding is None and segment_ids is None:
+        return None
+    device = (key_padding if key_padding is not None else segment_ids).device
+    mask = torch.ones(1, 1, q_len, k_len, dtype=torch.bool, device=device)
+    q_pos = torch.arange(q_len, device=device) + q_offset
+    if causal:
+        mask = mask & (torch.arange(k_len, device=device)[None, :] <= q_pos[:, None])
+    if segment_ids is not None:
+        seg_q = segment_ids[:, q_offset:q_offset + q_len]
+        mask = mask & (seg_q[:, None, :, None] == segment_ids[:, None, None, :])
+    if key_padding is not None:
+        mask = mask & key_padding.bool()[:, None, None, :]
+        # A padded query row would attend to nothing and softmax would return NaN; let it see itself
+        # (its output is never used, and this keeps gradients finite).
+        diag = q_pos[:, None] == torch.arange(k_len, device=device)[None, :]
+        mask = mask | diag
+    return mask
+
+
+def additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """Boolean mask -> 0 / -inf float mask, converted once per forward instead of once per layer."""
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool,
+    mask: torch.Tensor | None = None,
+    backend: str = "sdpa",
+    cu_seqlens: torch.Tensor | None = None,
+    max_seqlen: int | None = None,
+) -> torch.Tensor:
+    """q: (B, H, Q, D); k, v: (B, KVH, K, D) with H a multiple of KVH (GQA). Returns (B, Q, H, D).
+
+    ``mask`` (boolean from ``build_mask``, or its ``additive`` float form) overrides ``causal``. ``cu_seqlens`` is only used by flash-attn
+    (B must be 1, Q == K); the mask must then express the same segments for the other backends.
+    """
+    if backend == "flash_attention_2" and q.is_cuda and flash_attn_varlen_func is not None and cu_seqlens is not None:
+        return _flash_varlen(q, k, v, causal=causal, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
+    if backend == "flash_attention_2":
+        global _warned_flash
+        if not _warned_flash:
+            warnings.warn("flash-attn unavailable here (needs a CUDA GPU and the `gpu` extra): using SDPA")
+            _warned_flash = True
+        backend = "sdpa"
+    n_rep = q.shape[1] // k.shape[1]
+    if backend == "eager":
+        return _eager(q, k, v, causal=causal, mask=mask, n_rep=n_rep)
+    if backend != "sdpa":
+        raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKENDS}")
+    is_causal = causal and mask is None and q.shape[2] == k.shape[2]
+    if causal and mask is None and 1 < q.shape[2] < k.shape[2]:
+        # decoding without padding: the new queries are the last q_len keys
+        mask = causal_mask(q.shape[2], k.shape[2], q.device)
+    # enable_gqa shares each key/value head across its query heads without copying the cache
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=n_rep > 1)
+    return out.transpose(1, 2)
+
+
+def _eager(q, k, v, *, causal: bool, mask: torch.Tensor | None, n_rep: int) -> torch.Tensor:
+    k = k.repeat_interleave(n_rep, dim=1)
+    v = v.repeat_interleave(n_rep, dim=1)
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    if mask is None and causal:
+        mask = causal_mask(q.shape[2], k.shape[2], q.device)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask.float()
+    probs = torch.softmax(scores, dim=-1)
+    return torch.matmul(probs, v.float()).to(q.dtype).transpose(1, 2)
+
+
+def _flash_varlen(q, k, v, *, causal: bool, cu_seqlens: torch.Tensor, max_seqlen: int | None) -> torch.Tensor:
+    # (1, H, T, D) -> (T, H, D): flash-attn's varlen layout, segments given by cu_seqlens
+    q_, k_, v_ = (t[0].transpose(0, 1) for t in (q, k, v))
+    cu = cu_seqlens.to(torch.int32)
+    if max_seqlen is None:
+        max_seqlen = int((cu[1:] - cu[:-1]).max())
+    out = flash_attn_varlen_func(q_, k_, v_, cu, cu, max_seqlen, max_seqlen, causal=causal)
+    return out.unsqueeze(0)

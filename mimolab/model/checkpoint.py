@@ -1,0 +1,178 @@
+"""Checkpoint I/O: the only file that reads or writes weights.
+
+Format: a Qwen2.5-VL directory as MiMo-VL is released (config.json with text and vision
+sub-configs; model.safetensors, or shards + model.safetensors.index.json). Two key layouts exist:
+transformers 5 saves ``model.visual.*`` / ``model.language_model.*`` / ``lm_head.*``; older saves
+(the released MiMo-VL checkpoints) use ``visual.*`` / ``model.*`` / ``lm_head.*``. mimolab's own
+module names are ``visual.*`` / ``language_model.*`` / ``lm_head.*``, so mapping is a prefix rename.
+
+Loading builds the model on the meta device and assigns each tensor as it is read, so a 7B
+checkpoint needs about its own size in RAM, never two copies. Saving writes into a temporary
+directory and renames it into place, so a crash never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from mimolab.config import MiMoVLConfig
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+# checkpoint prefix -> mimolab prefix; the first matching rule wins (order matters: model.visual before model.)
+_LOAD_RULES = [("model.visual.", "visual."), ("model.language_model.", "language_model."),
+               ("visual.", "visual."), ("model.", "language_model."), ("lm_head.", "lm_head.")]
+_SAVE_RULES = [("visual.", "model.visual."), ("language_model.", "model.language_model."), ("lm_head.", "lm_head.")]
+
+
+def _rename(key: str, rules: list[tuple[str, str]]) -> str | None:
+    for old, new in rules:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return None
+
+
+def checkpoint_key_to_mimolab(key: str) -> str | None:
+    return _rename(key, _LOAD_RULES)
+
+
+def mimolab_key_to_checkpoint(key: str) -> str:
+    out = _rename(key, _SAVE_RULES)
+    if out is None:
+        raise KeyError(f"no checkpoint name for parameter {key!r}")
+    return out
+
+
+def _weight_files(path: Path) -> list[Path]:
+    if (path / INDEX_FILE).exists():
+        index = json.loads((path / INDEX_FILE).read_text())
+        files = sorted(set(index["weight_map"].values()))
+        missing = [f for f in files if not (path / f).exists()]
+        if missing:
+            raise FileNotFoundError(f"{path}: the index lists shard(s) that are missing: {missing}")
+        return [path / f for f in files]
+    if (path / SINGLE_FILE).exists():
+        return [path / SINGLE_FILE]
+    raise FileNotFoundError(f"{path}: no {SINGLE_FILE} or {INDEX_FILE}: not a safetensors checkpoint directory")
+
+
+def read_config(path: str | Path) -> MiMoVLConfig:
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {path} does not exist")
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path}: no config.json: not a MiMo-VL / Qwen2.5-VL checkpoint directory")
+    return MiMoVLConfig.from_hf_dict(json.loads((path / "config.json").read_text()))
+
+
+def load_pretrained(path: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
+                    attn_implementation: str | None = None) -> nn.Module:
+    from mimolab.model.vlm import MiMoVL
+
+    path = Path(path)
+    config = read_config(path)
+    if attn_implementation:
+        config = config.replace(attn_implementation=attn_implementation)
+    files = _weight_files(path)  # fail on a missing file before building anything
+    with torch.device("meta"):
+        model = MiMoVL(config)
+    expected = dict(model.named_parameters())  # tied head appears once, under the embedding's name
+    tied = config.text.tie_word_embeddings
+    seen, unexpected, mismatched = set(), [], []
+    for file in files:
+        loaded = {}
+        try:
+            with safe_open(str(file), framework="pt", device=str(device)) as f:
+                for key in f.keys():
+                    name = checkpoint_key_to_mimolab(key)
+                    if tied and name == "lm_head.weight":
+                        continue  # the head is the embedding matrix
+                    if name not in expected:
+                        unexpected.append(key)
+                        continue
+                    tensor = f.get_tensor(key)
+                    if tuple(tensor.shape) != tuple(expected[name].shape):
+                        mismatched.append(f"{key}: checkpoint {tuple(tensor.shape)} vs model {tuple(expected[name].shape)}")
+                        continue
+                    loaded[name] = tensor.to(dtype) if dtype is not None else tensor
+        except SafetensorError as err:
+            raise ValueError(f"{file} is not a readable safetensors file (truncated or corrupt?): {err}") from err
+        model.load_state_dict(loaded, strict=False, assign=True)
+        seen.update(loaded)
+    missing = sorted(set(expected) - seen)
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
+    if mismatched:
+        problems.append(f"shape mismatches: {mismatched[:10]}")
+    if problems:
+        raise ValueError(f"cannot load {path}: " + "; ".join(problems))
+    if tied:
+        model.lm_head.weight = model.language_model.embed_tokens.weight  # assign=True broke the tie
+    return model.eval()
+
+
+def save_pretrained(model: nn.Module, path: str | Path, *, max_shard_bytes: int = 5 * 2**30) -> None:
+    path = Path(path)
+    config: MiMoVLConfig = model.config
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        if config.text.tie_word_embeddings and name == "lm_head.weight":
+            continue  # transformers re-ties it from the embedding
+        tensors[mimolab_key_to_checkpoint(name)] = tensor.detach().contiguous().cpu()
+    shards = _shard(tensors, max_shard_bytes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        hf = config.to_hf_dict()
+        hf["dtype"] = str(next(iter(tensors.values())).dtype).removeprefix("torch.")
+        (tmp / "config.json").write_text(json.dumps(hf, indent=2))
+        if len(shards) == 1:
+            save_file(shards[0], str(tmp / SINGLE_FILE), metadata={"format": "pt"})
+        else:
+            weight_map, total = {}, 0
+            for i, shard in enumerate(shards, 1):
+                name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, str(tmp / name), metadata={"format": "pt"})
+                weight_map.update({k: name for k in shard})
+                total += sum(t.numel() * t.element_size() for t in shard.values())
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _shard(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
+    shards, size = [{}], 0
+    for key, t in tensors.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = t
+        size += nbytes
+    return shards
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put ``new`` at ``target``: an old directory there is moved aside first, deleted last."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

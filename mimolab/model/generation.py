@@ -1,0 +1,167 @@
+"""KV-cache generation for batched multimodal prompts, built for RL rollouts.
+
+One prefill over the (left- or right-padded) prompts, then one token per step for every row still
+running; rows that finish leave the batch (their cache rows are dropped), so a long straggler
+does not make the whole batch pay for it. Returns the new token ids, the log-probability of each
+under the sampling distribution (``log_softmax(logits / temperature)``, before top-k/top-p
+truncation: the quantity an on-policy trainer recomputes), and why each row stopped.
+
+Positions: the prompt's 3D positions come from ``get_rope_index``; each generated token is text,
+so its three position ids are all ``max(prompt positions) + 1 + step`` (transformers' rope_deltas).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from mimolab.model.language import KVCache
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    eos_token_ids: Sequence[int] = ()  # empty: the model's eos_token_id
+    stop_strings: Sequence[str] = ()  # need a tokenizer to decode
+    seed: int | None = None
+
+
+@dataclass
+class GenerationOutput:
+    sequences: list[list[int]]  # new tokens per prompt (stop token included)
+    logprobs: list[list[float]]
+    finish_reasons: list[str]  # "eos", "stop_string" or "length"
+    texts: list[str] = field(default_factory=list)  # filled when a tokenizer was given
+
+
+def _next_token(logits: torch.Tensor, cfg: GenerationConfig, rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits (B, V) -> token (B,), its log-probability under softmax(logits / T) (B,)."""
+    logits = logits.float()
+    if not cfg.do_sample:
+        token = logits.argmax(-1)
+        return token, torch.log_softmax(logits, -1).gather(-1, token[:, None])[:, 0]
+    scaled = logits / max(cfg.temperature, 1e-6)
+    logprobs = torch.log_softmax(scaled, -1)
+    filtered = scaled
+    if cfg.top_k and cfg.top_k < scaled.shape[-1]:
+        kth = torch.topk(scaled, cfg.top_k, dim=-1).values[:, -1:]
+        filtered = filtered.masked_fill(scaled < kth, float("-inf"))
+    if cfg.top_p < 1.0:
+        sorted_logits, order = torch.sort(filtered, descending=True)
+        cum = torch.softmax(sorted_logits, -1).cumsum(-1)
+        drop_sorted = cum - torch.softmax(sorted_logits, -1) >= cfg.top_p  # keep the smallest set reaching p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        filtered = filtered.masked_fill(drop, float("-inf"))
+    token = torch.multinomial(torch.softmax(filtered, -1), 1, generator=rng)[:, 0]
+    return token, logprobs.gather(-1, token[:, None])[:, 0]
+
+
+def left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move each row's padding to the left, so every prompt ends at the last column and the new
+    tokens follow it directly in the cache (right-padded prompts are accepted this way)."""
+    if bool(attention_mask[:, -1].all()):
+        return input_ids, attention_mask
+    order = torch.argsort(attention_mask, dim=1, stable=True)  # pads (0) first, real tokens keep their order
+    return input_ids.gather(1, order), attention_mask.gather(1, order)
+
+
+def decode_steps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 cfg: GenerationConfig | None = None, **vision_inputs) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """Yield, per step, (original row indices still running, their new tokens, their log-probs).
+
+    A row stops after emitting an eos token or after ``max_new_tokens``; the caller may also
+    ``send`` a list of row indices to stop (stop strings)."""
+    cfg = cfg or GenerationConfig()
+    B, S = input_ids.shape
+    device = input_ids.device
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    input_ids, attention_mask = left_align(input_ids, attention_mask)
+    eos = torch.tensor(list(cfg.eos_token_ids) or [model.config.eos_token_id], device=device)
+    rng = None
+    if cfg.seed is not None:
+        rng = torch.Generator(device=device).manual_seed(cfg.seed)
+    vision_keys = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+    position_ids, deltas = model.rope_index(input_ids, attention_mask=attention_mask,
+                                            **{k: vision_inputs.get(k) for k in vision_keys})
+    next_pos = deltas[:, 0] + attention_mask.sum(-1)  # = largest prompt position + 1, per row
+    cache = KVCache.empty(model.config.text, B, S + cfg.max_new_tokens, device, model.dtype)
+    logits = model(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                   logits_to_keep=1, **vision_inputs).logits[:, -1]
+    rows = torch.arange(B, device=device)
+    for step in range(cfg.max_new_tokens):
+        token, logprob = _next_token(logits, cfg, rng)
+        stop_rows = yield rows.tolist(), token, logprob
+        done = torch.isin(token, eos)
+        if stop_rows:
+            done |= torch.isin(rows, torch.tensor(stop_rows, device=device))
+        if step == cfg.max_new_tokens - 1 or bool(done.all()):
+            return
+        if bool(done.any()):  # finished rows leave the batch
+            keep = ~done
+            rows, token, next_pos, attention_mask = rows[keep], token[keep], next_pos[keep], attention_mask[keep]
+            cache.select(keep)
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=1)
+        pos = (next_pos + step).view(1, -1, 1).expand(3, -1, -1)
+        logits = model(token[:, None], attention_mask=attention_mask, position_ids=pos, cache=cache).logits[:, -1]
+
+
+@torch.inference_mode()
+def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+             tokenizer=None, **kwargs) -> GenerationOutput:
+    """Batched generation. kwargs: the vision inputs (``pixel_values``, ``image_grid_thw``,
+    ``pixel_values_videos``, ``video_grid_thw``, ``second_per_grid_ts``) and GenerationConfig fields."""
+    gen_fields = GenerationConfig.__dataclass_fields__
+    cfg = GenerationConfig(**{k: kwargs.pop(k) for k in list(kwargs) if k in gen_fields})
+    if cfg.stop_strings and tokenizer is None:
+        raise ValueError("stop_strings need a tokenizer to decode the generated text")
+    B = input_ids.shape[0]
+    seqs, lps, reasons = [[] for _ in range(B)], [[] for _ in range(B)], ["length"] * B
+    eos = set(cfg.eos_token_ids) or {model.config.eos_token_id}
+    steps = decode_steps(model, input_ids, attention_mask, cfg, **kwargs)
+    stop_rows: list[int] = []
+    try:
+        rows, tokens, logprobs = next(steps)
+        while True:
+            stop_rows = []
+            for r, t, lp in zip(rows, tokens.tolist(), logprobs.tolist()):
+                seqs[r].append(t)
+                lps[r].append(lp)
+                if t in eos:
+                    reasons[r] = "eos"
+                elif cfg.stop_strings and _hits_stop_string(tokenizer, seqs[r], cfg.stop_strings):
+                    reasons[r] = "stop_string"
+                    stop_rows.append(r)
+            rows, tokens, logprobs = steps.send(stop_rows)
+    except StopIteration:
+        pass
+    texts = [tokenizer.decode(s, skip_special_tokens=False) for s in seqs] if tokenizer is not None else []
+    return GenerationOutput(seqs, lps, reasons, texts)
+
+
+def _hits_stop_string(tokenizer, tokens: list[int], stop_strings: Sequence[str]) -> bool:
+    tail = tokenizer.decode(tokens[-16:], skip_special_tokens=False)  # stop strings are short
+    return any(s in tail for s in stop_strings)
+
+
+@torch.inference_mode()
+def stream(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, tokenizer,
+           **kwargs) -> Iterator[str]:
+    """Yield the text of one prompt (batch of 1) piece by piece as it is generated (for the demo)."""
+    if input_ids.shape[0] != 1:
+        raise ValueError("stream() takes a single prompt")
+    gen_fields = GenerationConfig.__dataclass_fields__
+    cfg = GenerationConfig(**{k: kwargs.pop(k) for k in list(kwargs) if k in gen_fields})
+    tokens, shown = [], ""
+    for _, token, _ in decode_steps(model, input_ids, attention_mask, cfg, **kwargs):
+        tokens.append(int(token[0]))
+        text = tokenizer.decode(tokens, skip_special_tokens=True)
+        if not text.endswith("\ufffd"):  # wait for a complete UTF-8 character
+            yield text[len(shown):]
+            shown = text

@@ -1,0 +1,136 @@
+"""Qwen2.5-ViT, the vision encoder of MiMo-VL (Qwen2.5-VL report, sec. 2.1).
+
+pixel_values (N, C * temporal_patch * patch * patch) hold N flattened patches of all images and
+videos of a batch, as the image processor emits them; grid_thw (n_images, 3) gives each one's
+(temporal patches, patch rows, patch columns). Steps:
+1. Conv3d patch embedding (kernel = stride = (2, 14, 14): two frames per temporal patch).
+2. Reorder the patches window by window (``vision_window_index``) so each window is contiguous.
+3. Blocks of RMSNorm -> attention with 2D rope -> RMSNorm -> SwiGLU (with bias). Most blocks attend
+   within a window only; ``fullatt_block_indexes`` attend across a whole frame.
+4. The projector merges each 2x2 block of patches into one token; undo the window order.
+Output: (N / 4, out_hidden_size) tokens, one per ``<|image_pad|>`` / ``<|video_pad|>`` placeholder.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+from mimolab.config import MiMoVLConfig, VisionConfig
+from mimolab.model.attention import additive, attention, build_mask, segment_ids_from_cu_seqlens
+from mimolab.model.layers import RMSNorm, SwiGLU
+from mimolab.model.positions import (
+    apply_rotary, vision_frame_cu_seqlens, vision_rotary_positions, vision_window_index,
+)
+from mimolab.model.projector import build_projector
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, cfg: VisionConfig) -> None:
+        super().__init__()
+        self.shape = (cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size, cfg.patch_size)
+        kernel = self.shape[1:]
+        self.proj = nn.Conv3d(cfg.in_channels, cfg.hidden_size, kernel_size=kernel, stride=kernel, bias=False)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = pixel_values.view(-1, *self.shape).to(self.proj.weight.dtype)
+        return self.proj(x).flatten(1)  # (N, hidden): the kernel covers the whole patch
+
+
+class VisionAttention(nn.Module):
+    def __init__(self, cfg: VisionConfig, backend: str) -> None:
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=True)
+        self.proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=True)
+        self.backend = backend
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, segments: dict) -> torch.Tensor:
+        n = x.shape[0]
+        q, k, v = self.qkv(x).view(n, 3, self.num_heads, -1).unbind(1)  # each (N, heads, head_dim)
+        # rope in float32 as the reference does, then back to the activation dtype
+        q = apply_rotary(q.float(), cos, sin).to(x.dtype)
+        k = apply_rotary(k.float(), cos, sin).to(x.dtype)
+        q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))  # (1, heads, N, head_dim)
+        out = attention(q, k, v, causal=False, mask=segments["mask"], backend=self.backend,
+                        cu_seqlens=segments["cu_seqlens"], max_seqlen=segments["max_seqlen"])
+        return self.proj(out.reshape(n, -1))
+
+
+class VisionBlock(nn.Module):
+    def __init__(self, cfg: VisionConfig, backend: str) -> None:
+        super().__init__()
+        self.norm1 = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.norm2 = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
+        self.attn = VisionAttention(cfg, backend)
+        self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, bias=True)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, segments: dict) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), cos, sin, segments)
+        return x + self.mlp(self.norm2(x))
+
+
+def _segments(cu_seqlens: torch.Tensor, n: int, dtype: torch.dtype, device: torch.device) -> dict:
+    """Attention restricted to each segment (window or frame) of the packed patch sequence."""
+    cu_seqlens = cu_seqlens.to(device)
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    seg = segment_ids_from_cu_seqlens(cu_seqlens, n)
+    mask = None if len(lengths) == 1 else build_mask(n, n, causal=False, segment_ids=seg[None])
+    return {"cu_seqlens": cu_seqlens, "max_seqlen": int(lengths.max()), "mask": additive(mask, dtype)}
+
+
+class VisionTransformer(nn.Module):
+    """Qwen2.5-ViT + projector (the projector lives here as ``merger``, as in the checkpoints)."""
+
+    def __init__(self, cfg: MiMoVLConfig) -> None:
+        super().__init__()
+        v = cfg.vision
+        self.cfg = v
+        self.patch_embed = PatchEmbed(v)
+        self.blocks = nn.ModuleList(VisionBlock(v, cfg.attn_implementation) for _ in range(v.depth))
+        self.merger = build_projector(v, cfg.projector_type)
+        self.gradient_checkpointing = False
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.patch_embed.proj.weight.dtype
+
+    def rotary(self, grid_thw: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = vision_rotary_positions(grid_thw, self.cfg.spatial_merge_size).to(device)  # (N, 2)
+        spatial_dim = self.cfg.head_dim // 2  # rows and columns each rotate a quarter of the head
+        inv_freq = 1.0 / (self.cfg.rope_theta ** (torch.arange(0, spatial_dim, 2, device=device).float() / spatial_dim))
+        freqs = (pos[..., None].float() * inv_freq).flatten(1)  # (N, head_dim/2): [h | w]
+        emb = torch.cat([freqs, freqs], dim=-1)[:, None, :]  # (N, 1, head_dim), broadcast over heads
+        return emb.cos(), emb.sin()
+
+    def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+        v = self.cfg
+        grid_thw = grid_thw.cpu().long()
+        n_patches = int(grid_thw.prod(-1).sum())
+        patch_dim = v.in_channels * v.temporal_patch_size * v.patch_size**2
+        if pixel_values.dim() != 2 or pixel_values.shape != (n_patches, patch_dim):
+            raise ValueError(f"pixel_values has shape {tuple(pixel_values.shape)} but the grids {grid_thw.tolist()} "
+                             f"need ({n_patches}, {patch_dim}) flattened patches")
+        if (grid_thw[:, 1:] % v.spatial_merge_size).any():
+            raise ValueError(f"grid sizes {grid_thw.tolist()} must be multiples of spatial_merge_size")
+        device, unit = pixel_values.device, v.spatial_merge_size**2
+        window_index, cu_window = vision_window_index(grid_thw, v.spatial_merge_size, v.window_size, v.patch_size)
+        window_index = window_index.to(device)
+
+        def to_window_order(t: torch.Tensor) -> torch.Tensor:  # permute whole 2x2 merge units
+            return t.reshape(n_patches // unit, unit, *t.shape[1:])[window_index].reshape(t.shape)
+
+        x = to_window_order(self.patch_embed(pixel_values))
+        cos, sin = (to_window_order(t) for t in self.rotary(grid_thw, device))
+        window_seg = _segments(cu_window, n_patches, x.dtype, device)
+        frame_seg = _segments(vision_frame_cu_seqlens(grid_thw), n_patches, x.dtype, device)
+        # frame segments must be expressed in window order too: windows never straddle frames
+        for i, block in enumerate(self.blocks):
+            segments = frame_seg if i in v.fullatt_block_indexes else window_seg
+            if self.gradient_checkpointing and self.training:
+                x = checkpoint(block, x, cos, sin, segments, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, segments)
+        merged = self.merger(x)  # (N/4, out_hidden)
+        return merged[torch.argsort(window_index)]

@@ -1,0 +1,205 @@
+"""MiMoVL: the vision encoder, projector and language model joined (transformers'
+``Qwen2_5_VLForConditionalGeneration``, same argument names and parameter names).
+
+Image/video features replace the embeddings of their placeholder tokens (``<|image_pad|>``,
+``<|video_pad|>``) in order; 3D positions come from ``positions.get_rope_index`` unless given.
+Packed input: one row holding several samples, with ``cu_seqlens`` marking where each starts;
+positions restart per sample and no token attends across a sample boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mimolab.config import MiMoVLConfig
+from mimolab.model.attention import additive, build_mask, segment_ids_from_cu_seqlens
+from mimolab.model.language import KVCache, LanguageModel
+from mimolab.model.positions import get_rope_index
+from mimolab.model.vision import VisionTransformer
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class MiMoVLOutput:
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    mtp_loss: torch.Tensor | None = None
+    hidden_states: torch.Tensor | None = None  # after the final norm, (B, S, hidden)
+    rope_deltas: torch.Tensor | None = None
+
+
+class MiMoVL(nn.Module):
+    def __init__(self, config: MiMoVLConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.visual = VisionTransformer(config)
+        self.language_model = LanguageModel(config)
+        self.lm_head = nn.Linear(config.text.hidden_size, config.text.vocab_size, bias=False)
+        if config.text.tie_word_embeddings:
+            self.lm_head.weight = self.language_model.embed_tokens.weight
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module, std: float = 0.02) -> None:
+        if isinstance(module, (nn.Linear, nn.Conv3d, nn.Embedding)) and module.weight.device.type != "meta":
+            nn.init.normal_(module.weight, std=std)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    # ------------------------------------------------------------------ construction and I/O
+    @classmethod
+    def from_preset(cls, name: str, **changes) -> "MiMoVL":
+        return cls(MiMoVLConfig.from_name(name, **changes))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
+                        attn_implementation: str | None = None) -> "MiMoVL":
+        """Load a local MiMo-VL / Qwen2.5-VL checkpoint directory (built on meta, then assigned)."""
+        from mimolab.model.checkpoint import load_pretrained
+        return load_pretrained(path, dtype=dtype, device=device, attn_implementation=attn_implementation)
+
+    def save_pretrained(self, path: str | Path, *, max_shard_bytes: int = 5 * 2**30) -> None:
+        """Write a directory that transformers' Qwen2_5_VLForConditionalGeneration loads."""
+        from mimolab.model.checkpoint import save_pretrained
+        save_pretrained(self, path, max_shard_bytes=max_shard_bytes)
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        self.visual.gradient_checkpointing = enabled
+        self.language_model.gradient_checkpointing = enabled
+
+    # ------------------------------------------------------------------ pieces of the forward
+    def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
+              image_grid_thw: torch.Tensor | None = None, pixel_values_videos: torch.Tensor | None = None,
+              video_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings with image and video features written into their placeholders."""
+        embeds = self.language_model.embed_tokens(input_ids)
+        for kind, pixels, grid, token in (("image", pixel_values, image_grid_thw, self.config.image_token_id),
+                                          ("video", pixel_values_videos, video_grid_thw, self.config.video_token_id)):
+            slots = input_ids == token
+            n_slots = int(slots.sum())
+            if pixels is None:
+                if n_slots:
+                    raise ValueError(f"the text has {n_slots} {kind} placeholder tokens but no {kind} pixels were given")
+                continue
+            if grid is None:
+                raise ValueError(f"{kind} pixels given without {kind}_grid_thw")
+            features = self.visual(pixels.to(self.visual.dtype), grid)
+            if features.shape[0] != n_slots:
+                raise ValueError(f"{kind} features and {kind} tokens do not match: the grids {grid.tolist()} give "
+                                 f"{features.shape[0]} features, the text has {n_slots} placeholder tokens")
+            embeds = embeds.masked_scatter(slots[..., None], features.to(embeds.dtype))
+        return embeds
+
+    def rope_index(self, input_ids: torch.Tensor, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.config
+        return get_rope_index(input_ids, image_token_id=c.image_token_id, video_token_id=c.video_token_id,
+                              spatial_merge_size=c.vision.spatial_merge_size,
+                              tokens_per_second=c.vision.tokens_per_second, **kwargs)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_grid_thw: torch.Tensor | None = None,
+        second_per_grid_ts: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        logits_to_keep: int = 0,
+        mtp_loss_weight: float = 0.3,
+    ) -> MiMoVLOutput:
+        """Arguments as transformers' Qwen2.5-VL, plus ``cu_seqlens`` for packed rows (B == 1) and
+        ``cache`` for incremental decoding (then ``position_ids`` must be given for the new tokens and
+        ``attention_mask`` must cover cached + new tokens). ``logits_to_keep`` > 0 computes logits
+        for the last that many positions only."""
+        B, S = input_ids.shape
+        past = cache.length if cache is not None else 0
+        if past + S > self.config.text.max_position_embeddings:
+            raise ValueError(f"sequence of {past + S} tokens is longer than the context "
+                             f"(max_position_embeddings = {self.config.text.max_position_embeddings})")
+        if past and pixel_values is None and pixel_values_videos is None:
+            # decoding: generated ids are text even if an untrained model emits a placeholder id
+            embeds = self.language_model.embed_tokens(input_ids)
+        else:
+            embeds = self.embed(input_ids, pixel_values, image_grid_thw, pixel_values_videos, video_grid_thw)
+        rope_deltas = None
+        if position_ids is None:
+            if past:
+                raise ValueError("position_ids are required when decoding with a KV cache")
+            position_ids, rope_deltas = self.rope_index(
+                input_ids, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
+                second_per_grid_ts=second_per_grid_ts, attention_mask=attention_mask, cu_seqlens=cu_seqlens)
+        mask = additive(self._mask(attention_mask, cu_seqlens, S, past, input_ids.device), embeds.dtype)
+        hidden = self.language_model(embeds, position_ids, mask=mask, cache=cache, cu_seqlens=cu_seqlens)
+        normed = self.language_model.norm(hidden)
+        kept = normed[:, -logits_to_keep:] if logits_to_keep else normed
+        logits = self.lm_head(kept)
+        out = MiMoVLOutput(logits=logits, hidden_states=normed, rope_deltas=rope_deltas)
+        if labels is not None:
+            labels = mask_segment_starts(labels, cu_seqlens)
+            out.loss = causal_lm_loss(logits, labels, shift=1)
+            if self.language_model.mtp_layers:
+                out.mtp_loss = self._mtp_loss(hidden, input_ids, labels, position_ids, mask, cu_seqlens)
+                out.loss = out.loss + mtp_loss_weight * out.mtp_loss
+        return out
+
+    def _mask(self, attention_mask, cu_seqlens, q_len: int, past: int, device) -> torch.Tensor | None:
+        if cu_seqlens is not None:
+            if self.config.attn_implementation == "flash_attention_2" and device.type == "cuda":
+                return None  # flash-attn varlen uses cu_seqlens directly
+            seg = segment_ids_from_cu_seqlens(cu_seqlens.to(device), q_len)[None]
+            return build_mask(q_len, q_len, causal=True, segment_ids=seg)
+        if attention_mask is None:
+            return None
+        if attention_mask.shape[1] != past + q_len:
+            raise ValueError(f"attention_mask covers {attention_mask.shape[1]} tokens, expected {past + q_len}")
+        if q_len == 1 and past:  # one decoding step: causality is implied, only padding matters
+            return attention_mask.bool()[:, None, None, :]
+        if bool(attention_mask.all()):
+            return None
+        return build_mask(q_len, past + q_len, causal=True, key_padding=attention_mask, q_offset=past)
+
+    def _mtp_loss(self, hidden, input_ids, labels, position_ids, mask, cu_seqlens) -> torch.Tensor:
+        """Layer k (0-based) predicts the token k+2 ahead, from the previous depth's hidden state and
+        the embedding of the token k+1 ahead (MiMo-7B report, sec. 2.3)."""
+        rope = self.language_model.rope(position_ids, hidden.dtype)
+        losses, h = [], hidden
+        for k, layer in enumerate(self.language_model.mtp_layers):
+            ahead = torch.roll(input_ids, shifts=-(k + 1), dims=1)  # wrapped tail is never a label
+            h = layer(h, self.language_model.embed_tokens(ahead), rope, mask, cu_seqlens)
+            losses.append(causal_lm_loss(self.lm_head(h), labels, shift=k + 2))
+        return torch.stack(losses).mean()
+
+
+def mask_segment_starts(labels: torch.Tensor, cu_seqlens: torch.Tensor | None) -> torch.Tensor:
+    """In a packed row, the first token of a sample must not be predicted from the previous sample."""
+    if cu_seqlens is None:
+        return labels
+    labels = labels.clone()
+    labels[:, cu_seqlens[:-1].long().to(labels.device)] = IGNORE_INDEX
+    return labels
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, shift: int = 1) -> torch.Tensor:
+    """Mean cross-entropy (float32) of logits at t against labels at t + shift, ignoring -100."""
+    pred = logits[:, :-shift].float().reshape(-1, logits.shape[-1])
+    target = labels[:, shift:].reshape(-1).to(logits.device)
+    return F.cross_entropy(pred, target, ignore_index=IGNORE_INDEX)

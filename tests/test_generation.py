@@ -1,0 +1,169 @@
+"""KV-cache generation: equal to transformers' greedy generate, log-probs equal to a recomputed
+full forward (what an on-policy trainer relies on), stopping rules, sampling controls."""
+
+import copy
+
+import pytest
+import torch
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+from mimolab import MiMoVL, MiMoVLConfig
+from mimolab.model.generation import generate, stream
+from mimolab.model.language import KVCache
+
+CFG = MiMoVLConfig.from_name("smoke")
+PATCH_DIM = 3 * 2 * 14 * 14
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    torch.manual_seed(0)
+    hf = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**copy.deepcopy(CFG.to_hf_dict())))
+    with torch.no_grad():  # larger weights than the default init: peaked logits, no argmax near-ties
+        for p in hf.parameters():
+            p.normal_(0, 0.12)
+    path = tmp_path_factory.mktemp("ckpt")
+    hf.eval().save_pretrained(path)
+    return hf, MiMoVL.from_pretrained(path)
+
+
+def image_row(grid, pre, post, g):
+    ids = torch.randint(0, 2000, (pre,), generator=g).tolist()
+    if grid:
+        n = grid[0] * grid[1] * grid[2] // 4
+        ids += [CFG.vision_start_token_id] + [CFG.image_token_id] * n + [CFG.vision_end_token_id]
+    return ids + torch.randint(0, 2000, (post,), generator=g).tolist()
+
+
+def batch(left_pad=True, seed=0):
+    """Three prompts of different lengths: an image, text only, another image shape."""
+    g = torch.Generator().manual_seed(seed)
+    rows = [image_row([1, 4, 6], 3, 5, g), image_row(None, 2, 3, g), image_row([1, 6, 4], 6, 2, g)]
+    width = max(map(len, rows))
+    ids = torch.full((3, width), CFG.pad_token_id)
+    mask = torch.zeros(3, width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        cols = slice(width - len(r), width) if left_pad else slice(0, len(r))
+        ids[i, cols], mask[i, cols] = torch.tensor(r), 1
+    grids = torch.tensor([[1, 4, 6], [1, 6, 4]])
+    pixels = torch.randn(int(grids.prod(-1).sum()), PATCH_DIM, generator=g)
+    return ids, mask, pixels, grids
+
+
+def test_greedy_equals_transformers_generate(models):
+    hf, ours = models
+    ids, mask, pixels, grids = batch(left_pad=True)
+    types = (ids == CFG.image_token_id).long()
+    ref = hf.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, image_grid_thw=grids,
+                      mm_token_type_ids=types, max_new_tokens=32, do_sample=False, eos_token_id=None,
+                      pad_token_id=CFG.pad_token_id)
+    out = generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, max_new_tokens=32, eos_token_ids=[-1])
+    for i in range(3):
+        assert out.sequences[i] == ref[i, ids.shape[1]:].tolist()
+        assert out.finish_reasons[i] == "length"
+    assert len({tuple(s) for s in out.sequences}) == 3  # the rows really differ
+
+
+@pytest.mark.parametrize("left_pad", [True, False])
+def test_logprobs_equal_recomputed_forward(models, left_pad):
+    """Sampled tokens' log-probs from the cache equal those of one full forward over prompt + answer."""
+    _, ours = models
+    ids, mask, pixels, grids = batch(left_pad=left_pad, seed=1)
+    out = generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, max_new_tokens=12,
+                   do_sample=True, temperature=0.7, seed=3, eos_token_ids=[-1])
+    for i in range(3):
+        real = ids[i][mask[i].bool()].tolist()
+        full = torch.tensor([real + out.sequences[i]])
+        image = {0: 0, 2: 1}.get(i)  # row 0 holds image 0, row 2 image 1, row 1 none
+        row_grids = row_pixels = None
+        if image is not None:
+            sizes = grids.prod(-1).tolist()
+            start = sum(sizes[:image])
+            row_grids, row_pixels = grids[image:image + 1], pixels[start:start + sizes[image]]
+        with torch.no_grad():
+            logits = ours(full, pixel_values=row_pixels, image_grid_thw=row_grids).logits[0]
+        lp = torch.log_softmax(logits.float() / 0.7, -1)
+        n = len(real)
+        expected = lp[n - 1:-1].gather(-1, torch.tensor(out.sequences[i])[:, None])[:, 0]
+        torch.testing.assert_close(torch.tensor(out.logprobs[i]), expected, atol=1e-4, rtol=0)
+
+
+def test_eos_stops_rows_and_others_continue(models):
+    _, ours = models
+    ids, mask, pixels, grids = batch()
+    free = generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, max_new_tokens=10, eos_token_ids=[-1])
+    stop_token = free.sequences[1][3]  # row 1 emits this at step 3 (greedy)
+    out = generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, max_new_tokens=10,
+                   eos_token_ids=[stop_token])
+    assert out.finish_reasons[1] == "eos"
+    first = free.sequences[1].index(stop_token)
+    assert out.sequences[1] == free.sequences[1][:first + 1]
+    for i in (0, 2):  # rows that never emit it are unaffected by row 1 leaving the batch
+        if stop_token not in free.sequences[i]:
+            assert out.sequences[i] == free.sequences[i] and out.finish_reasons[i] == "length"
+
+
+class CharTokenizer:
+    """Decodes token ids as letters: enough to test stop strings without a vocabulary file."""
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(chr(97 + i % 26) for i in ids)
+
+
+def test_stop_strings(models):
+    _, ours = models
+    ids, mask, pixels, grids = batch()
+    tok = CharTokenizer()
+    free = generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, max_new_tokens=12, eos_token_ids=[-1])
+    target = tok.decode(free.sequences[0][4:6])
+    out = generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, max_new_tokens=12, eos_token_ids=[-1],
+                   stop_strings=[target], tokenizer=tok)
+    assert out.finish_reasons[0] == "stop_string"
+    assert target in out.texts[0] and len(out.sequences[0]) <= 6
+    with pytest.raises(ValueError, match="tokenizer"):
+        generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, stop_strings=["x"])
+
+
+def test_sampling_controls(models):
+    _, ours = models
+    ids, mask, pixels, grids = batch()
+    kw = dict(pixel_values=pixels, image_grid_thw=grids, max_new_tokens=8, eos_token_ids=[-1])
+    greedy = generate(ours, ids, mask, **kw)
+    top1 = generate(ours, ids, mask, do_sample=True, top_k=1, seed=0, **kw)
+    assert top1.sequences == greedy.sequences
+    a = generate(ours, ids, mask, do_sample=True, temperature=1.5, top_p=0.9, seed=7, **kw)
+    b = generate(ours, ids, mask, do_sample=True, temperature=1.5, top_p=0.9, seed=7, **kw)
+    c = generate(ours, ids, mask, do_sample=True, temperature=1.5, top_p=0.9, seed=8, **kw)
+    assert a.sequences == b.sequences and a.sequences != c.sequences
+
+
+def test_top_p_keeps_only_the_nucleus(models):
+    """With top_p tiny only the most likely token survives: sampling equals greedy."""
+    _, ours = models
+    ids, mask, pixels, grids = batch()
+    kw = dict(pixel_values=pixels, image_grid_thw=grids, max_new_tokens=8, eos_token_ids=[-1])
+    assert generate(ours, ids, mask, do_sample=True, top_p=1e-6, seed=1, **kw).sequences == generate(ours, ids, mask, **kw).sequences
+
+
+def test_stream_yields_the_generated_text(models):
+    _, ours = models
+    ids, mask, pixels, grids = batch()
+    tok = CharTokenizer()
+    row = ids[1:2, mask[1].bool()]
+    pieces = list(stream(ours, row, tokenizer=tok, max_new_tokens=6, eos_token_ids=[-1]))
+    full = generate(ours, row, tokenizer=tok, max_new_tokens=6, eos_token_ids=[-1])
+    assert "".join(pieces) == full.texts[0] and len(pieces) == 6
+
+
+def test_generated_placeholder_ids_are_plain_text(models):
+    """An untrained model may emit <|image_pad|>; a decoding step embeds it as a plain token."""
+    _, ours = models
+    ids = torch.tensor([[5, 6, 7, CFG.image_token_id]])
+    pos = torch.arange(4).view(1, 1, 4).expand(3, 1, 4)
+    cache = KVCache.empty(CFG.text, 1, 8, torch.device("cpu"), torch.float32)
+    with torch.no_grad():
+        ours(ids[:, :3], cache=cache, position_ids=pos[..., :3])
+        step = ours(ids[:, 3:], cache=cache, position_ids=pos[..., 3:]).logits[:, -1]
+        hidden = ours.language_model(ours.language_model.embed_tokens(ids), pos)
+        reference = ours.lm_head(ours.language_model.norm(hidden))[:, -1]
+    torch.testing.assert_close(step, reference, atol=1e-5, rtol=0)

@@ -25,6 +25,10 @@ except Exception:  # noqa: BLE001 - any import failure means "not available"
     flash_attn_varlen_func = None
 
 BACKENDS = ("sdpa", "eager", "flash_attention_2")
+
+
+def flash_available() -> bool:
+    return flash_attn_varlen_func is not None and torch.cuda.is_available()
 _warned_flash = False
 
 

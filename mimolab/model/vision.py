@@ -18,7 +18,9 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from mimolab.config import MiMoVLConfig, VisionConfig
-from mimolab.model.attention import additive, attention, build_mask, segment_ids_from_cu_seqlens
+from mimolab.model.attention import (
+    additive, attention, build_mask, flash_available, segment_ids_from_cu_seqlens,
+)
 from mimolab.model.layers import RMSNorm, SwiGLU
 from mimolab.model.positions import (
     apply_rotary, vision_frame_cu_seqlens, vision_rotary_positions, vision_window_index,
@@ -53,8 +55,12 @@ class VisionAttention(nn.Module):
         q = apply_rotary(q.float(), cos, sin).to(x.dtype)
         k = apply_rotary(k.float(), cos, sin).to(x.dtype)
         q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))  # (1, heads, N, head_dim)
-        out = attention(q, k, v, causal=False, mask=segments["mask"], backend=self.backend,
-                        cu_seqlens=segments["cu_seqlens"], max_seqlen=segments["max_seqlen"])
+        if segments["lengths"] and not (self.backend == "flash_attention_2" and flash_available()):
+            chunks = zip(*(t.split(segments["lengths"], dim=2) for t in (q, k, v)))
+            out = torch.cat([attention(*c, causal=False, backend=self.backend) for c in chunks], dim=1)
+        else:
+            out = attention(q, k, v, causal=False, mask=segments["mask"], backend=self.backend,
+                            cu_seqlens=segments["cu_seqlens"], max_seqlen=segments["max_seqlen"])
         return self.proj(out.reshape(n, -1))
 
 
@@ -71,13 +77,19 @@ class VisionBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+MAX_MASKED_PATCHES = 4096  # above this a block-diagonal mask (N^2) costs more than a loop over segments
+
+
 def _segments(cu_seqlens: torch.Tensor, n: int, dtype: torch.dtype, device: torch.device) -> dict:
-    """Attention restricted to each segment (window or frame) of the packed patch sequence."""
+    """Attention restricted to each segment (window or frame) of the packed patch sequence: one
+    call with a block-diagonal mask for small inputs, a loop over segments for large ones."""
     cu_seqlens = cu_seqlens.to(device)
     lengths = cu_seqlens[1:] - cu_seqlens[:-1]
-    seg = segment_ids_from_cu_seqlens(cu_seqlens, n)
-    mask = None if len(lengths) == 1 else build_mask(n, n, causal=False, segment_ids=seg[None])
-    return {"cu_seqlens": cu_seqlens, "max_seqlen": int(lengths.max()), "mask": additive(mask, dtype)}
+    mask, loop = None, len(lengths) > 1 and n > MAX_MASKED_PATCHES
+    if len(lengths) > 1 and not loop:
+        mask = build_mask(n, n, causal=False, segment_ids=segment_ids_from_cu_seqlens(cu_seqlens, n)[None])
+    return {"cu_seqlens": cu_seqlens, "max_seqlen": int(lengths.max()), "mask": additive(mask, dtype),
+            "lengths": lengths.tolist() if loop else None}
 
 
 class VisionTransformer(nn.Module):

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mimolab.config import MiMoVLConfig
-from mimolab.model.attention import additive, build_mask, segment_ids_from_cu_seqlens
+from mimolab.model.attention import additive, build_mask, flash_available, segment_ids_from_cu_seqlens
 from mimolab.model.language import KVCache, LanguageModel
 from mimolab.model.positions import get_rope_index
 from mimolab.model.vision import VisionTransformer
@@ -163,7 +163,7 @@ class MiMoVL(nn.Module):
 
     def _mask(self, attention_mask, cu_seqlens, q_len: int, past: int, device) -> torch.Tensor | None:
         if cu_seqlens is not None:
-            if self.config.attn_implementation == "flash_attention_2" and device.type == "cuda":
+            if self.config.attn_implementation == "flash_attention_2" and device.type == "cuda" and flash_available():
                 return None  # flash-attn varlen uses cu_seqlens directly
             seg = segment_ids_from_cu_seqlens(cu_seqlens.to(device), q_len)[None]
             return build_mask(q_len, q_len, causal=True, segment_ids=seg)

@@ -1,0 +1,3 @@
+from mimolab.cli import main
+
+raise SystemExit(main())

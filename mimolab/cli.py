@@ -1,0 +1,111 @@
+"""The ``mimolab`` command line.
+
+    mimolab params --preset mimo-vl-7b      per-component parameter table of a preset
+    mimolab tour --profile cpu              the main job: notebook 00 executed into runs/
+    mimolab notebook 03 --profile smoke     execute any numbered notebook into a run directory
+    mimolab samples --out data_samples      regenerate the committed sample of every data type
+
+Each subcommand imports what it needs when it runs, so ``mimolab --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+PROFILES = ("smoke", "cpu", "gpu", "mimo-vl-7b")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    from mimolab.config import MiMoVLConfig
+    from mimolab.model import parameter_table
+
+    rows = parameter_table(MiMoVLConfig.from_name(args.preset))
+    width = max(len(name) for name, _ in rows)
+    print(f"{'component':<{width}}  {'parameters':>15}")
+    for name, count in rows:
+        print(f"{name:<{width}}  {count:>15,}")
+    return 0
+
+
+def find_notebook(spec: str, folder: Path = REPO_ROOT / "notebooks") -> Path:
+    """A notebook by path, or by its number prefix in notebooks/ (``00`` -> notebooks/00_*.ipynb)."""
+    path = Path(spec)
+    if path.suffix == ".ipynb" and path.exists():
+        return path
+    matches = sorted(folder.glob(f"{spec}_*.ipynb")) or sorted(folder.glob(f"{spec}*.ipynb"))
+    if not matches:
+        raise SystemExit(f"no notebook matching {spec!r} in {folder}")
+    return matches[0]
+
+
+def run_notebook(spec: str, profile: str, out: str | None = None) -> Path:
+    """Execute a notebook with papermill at a profile; returns the run directory."""
+    import papermill
+
+    notebook = find_notebook(spec)
+    run_dir = Path(out) if out else REPO_ROOT / "runs" / f"{notebook.stem}-{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["MIMOLAB_PROFILE"] = profile
+    os.environ["MIMOLAB_RUN_DIR"] = str(run_dir.resolve())
+    os.environ.setdefault("WANDB_MODE", "offline")
+    papermill.execute_notebook(str(notebook), str(run_dir / notebook.name), parameters={"profile": profile},
+                               cwd=str(notebook.parent), progress_bar=sys.stderr.isatty())
+    print(f"executed {notebook.name} at profile {profile}: {run_dir}")
+    return run_dir
+
+
+def cmd_notebook(args: argparse.Namespace) -> int:
+    run_notebook(args.notebook, args.profile, args.out)
+    return 0
+
+
+def cmd_tour(args: argparse.Namespace) -> int:
+    run_notebook("00", args.profile, args.out)
+    return 0
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    from mimolab.data.samples import make_samples
+
+    make_samples(args.out)
+    print(f"wrote samples of every data type to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mimolab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("params", help="per-component parameter table of a model preset")
+    p.add_argument("--preset", default="mimo-vl-7b", choices=PROFILES)
+    p.set_defaults(func=cmd_params)
+
+    p = sub.add_parser("notebook", help="execute a numbered notebook into a run directory")
+    p.add_argument("notebook", help="number prefix (00, 03...) or path of an .ipynb")
+    p.add_argument("--profile", default="cpu", choices=PROFILES[:3])
+    p.add_argument("--out", help="run directory (default runs/<notebook>-<profile>-<time>)")
+    p.set_defaults(func=cmd_notebook)
+
+    p = sub.add_parser("tour", help="the main job for now: the model tour (notebook 00)")
+    p.add_argument("--profile", default="cpu", choices=PROFILES[:3])
+    p.add_argument("--out")
+    p.set_defaults(func=cmd_tour)
+
+    p = sub.add_parser("samples", help="regenerate data_samples/ (a few records of every data type)")
+    p.add_argument("--out", default="data_samples")
+    p.set_defaults(func=cmd_samples)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -112,6 +112,8 @@ def attention(
             _warned_flash = True
         backend = "sdpa"
     n_rep = q.shape[1] // k.shape[1]
+    if backend == "sdpa" and q.shape[2] == 1 and not q.requires_grad:
+        return _single_query(q, k, v, mask, n_rep)
     if backend == "eager":
         return _eager(q, k, v, causal=causal, mask=mask, n_rep=n_rep)
     if backend != "sdpa":
@@ -123,6 +125,18 @@ def attention(
     # enable_gqa shares each key/value head across its query heads without copying the cache
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=n_rep > 1)
     return out.transpose(1, 2)
+
+
+def _single_query(q, k, v, mask: torch.Tensor | None, n_rep: int) -> torch.Tensor:
+    """One decoding step: two small matmuls beat SDPA's kernels (built for long queries) here.
+    Query heads are grouped onto their key/value head instead of copying the cache."""
+    B, H, _, D = q.shape
+    q = q.view(B, H // n_rep, n_rep, D)  # (B, KVH, group, D)
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (D ** -0.5)  # (B, KVH, group, K)
+    if mask is not None:  # (B or 1, 1, 1, K)
+        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)
+    return torch.matmul(probs, v).view(B, 1, H, D)  # (B, KVH, group, D) -> (B, 1, H, D)
 
 
 def _eager(q, k, v, *, causal: bool, mask: torch.Tensor | None, n_rep: int) -> torch.Tensor:

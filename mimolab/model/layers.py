@@ -16,8 +16,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # fused kernel; same arithmetic as x * rsqrt(mean(x^2) + eps), normalised in float32
-        return self.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+        dtype = x.dtype
+        x = x.float()  # normalise in float32 whatever the activation dtype
+        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)).to(dtype)
 
 
 class SwiGLU(nn.Module):

@@ -76,3 +76,29 @@ def test_vision_segment_loop_equals_block_mask(monkeypatch):
         monkeypatch.setattr(vision, "MAX_MASKED_PATCHES", 10)
         looped = model.visual(pixels, grids)
     torch.testing.assert_close(looped, masked, atol=1e-6, rtol=0)
+
+
+def test_equal_vision_segments_run_as_a_batch_like_the_block_mask(monkeypatch):
+    """Same-size images: windows become a batch; the result equals the block-diagonal mask path."""
+    import mimolab.model.vision as vision
+
+    torch.manual_seed(0)
+    model = MiMoVL(CFG).eval()
+    grids = torch.tensor([[1, 8, 8], [1, 8, 8]])
+    pixels = torch.randn(int(grids.prod(-1).sum()), 3 * 2 * 14 * 14)
+    with torch.no_grad():
+        batched = model.visual(pixels, grids)
+        real_segments = vision._segments
+
+        def masked_only(*args):
+            seg = real_segments(*args)
+            if seg["batch"] > 1:
+                seg["mask"] = vision.additive(vision.build_mask(
+                    args[1], args[1], causal=False,
+                    segment_ids=vision.segment_ids_from_cu_seqlens(seg["cu_seqlens"], args[1])[None]), args[2])
+                seg["batch"] = 1
+            return seg
+
+        monkeypatch.setattr(vision, "_segments", masked_only)
+        masked = model.visual(pixels, grids)
+    torch.testing.assert_close(batched, masked, atol=1e-6, rtol=0)

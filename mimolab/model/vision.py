@@ -54,8 +54,13 @@ class VisionAttention(nn.Module):
         # rope in float32 as the reference does, then back to the activation dtype
         q = apply_rotary(q.float(), cos, sin).to(x.dtype)
         k = apply_rotary(k.float(), cos, sin).to(x.dtype)
+        use_flash = self.backend == "flash_attention_2" and flash_available()
+        if segments["batch"] > 1 and not use_flash:  # equal segments: (N, h, d) -> (segments, h, L, d)
+            b = segments["batch"]
+            q, k, v = (t.view(b, n // b, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
+            return self.proj(attention(q, k, v, causal=False, backend=self.backend).reshape(n, -1))
         q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))  # (1, heads, N, head_dim)
-        if segments["lengths"] and not (self.backend == "flash_attention_2" and flash_available()):
+        if segments["lengths"] and not use_flash:
             chunks = zip(*(t.split(segments["lengths"], dim=2) for t in (q, k, v)))
             out = torch.cat([attention(*c, causal=False, backend=self.backend) for c in chunks], dim=1)
         else:
@@ -85,11 +90,12 @@ def _segments(cu_seqlens: torch.Tensor, n: int, dtype: torch.dtype, device: torc
     call with a block-diagonal mask for small inputs, a loop over segments for large ones."""
     cu_seqlens = cu_seqlens.to(device)
     lengths = cu_seqlens[1:] - cu_seqlens[:-1]
-    mask, loop = None, len(lengths) > 1 and n > MAX_MASKED_PATCHES
-    if len(lengths) > 1 and not loop:
+    equal = bool((lengths == lengths[0]).all())  # e.g. same-size images: segments become a batch
+    mask, loop = None, len(lengths) > 1 and not equal and n > MAX_MASKED_PATCHES
+    if len(lengths) > 1 and not equal and not loop:
         mask = build_mask(n, n, causal=False, segment_ids=segment_ids_from_cu_seqlens(cu_seqlens, n)[None])
     return {"cu_seqlens": cu_seqlens, "max_seqlen": int(lengths.max()), "mask": additive(mask, dtype),
-            "lengths": lengths.tolist() if loop else None}
+            "lengths": lengths.tolist() if loop else None, "batch": len(lengths) if equal else 1}
 
 
 class VisionTransformer(nn.Module):

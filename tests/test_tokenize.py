@@ -9,7 +9,8 @@ from PIL import Image
 
 from mimolab import MiMoVL, MiMoVLConfig
 from mimolab.data.mixture import BadRecord, MixtureSampler
-from mimolab.data.tokenize import jsonl_source, record_tokenizer, tokenize_conversation
+from mimolab.data.sources import jsonl_source
+from mimolab.data.tokenize import record_tokenizer, tokenize_conversation
 from mimolab.processing import MiMoVLProcessor, image_processor
 from mimolab.tokenizer import train_synthetic_tokenizer
 

@@ -10,7 +10,6 @@ frame lists or paths (frame folder, GIF, MP4). Loss covers each assistant reply 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,26 +144,6 @@ def _sample(ids, labels, vis, config: MiMoVLConfig, task: str) -> TokenizedSampl
         pixel_values_videos=vis.get("pixel_values_videos"), video_grid_thw=grid_list("video_grid_thw"),
         second_per_grid_ts=vis["second_per_grid_ts"].tolist() if "second_per_grid_ts" in vis else [],
     )
-
-
-def jsonl_source(path: str | Path) -> "callable":
-    """A mixture-sampler source over a JSONL file: ``open_at(start)`` streams (record, base_dir) from
-    line ``start`` on, without reading the file into memory. Lines that are not JSON come through as
-    ``{"_bad_json": line}`` for the tokenizer to reject (so they are counted, not fatal)."""
-    path = Path(path)
-
-    def open_at(start: int) -> Iterator[dict]:
-        with path.open() as f:
-            for i, line in enumerate(f):
-                if i < start:
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    record = {"_bad_json": line[:200]}
-                record.setdefault("_base_dir", str(path.parent))
-                yield record
-    return open_at
 
 
 def record_tokenizer(processor: MiMoVLProcessor, config: MiMoVLConfig, max_length: int):

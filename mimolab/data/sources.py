@@ -1,0 +1,45 @@
+"""Streaming sources for the mixture sampler: ``open_at(start)`` -> an iterator from record ``start``.
+
+A source never holds the data set in memory, and ``start`` lets a resumed job skip straight to the
+next unseen record: the synthetic world computes record i directly, a JSONL file is re-read
+line by line up to it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+def world_source(task: str, seed: int = 0, difficulty: float = 0.5) -> Callable[[int], Iterator]:
+    """Samples ``index = start, start + 1, ...`` of a synthetic task (each a pure function of its index)."""
+    from mimolab.data.world import generate
+
+    def open_at(start: int) -> Iterator:
+        return (generate(task, index, seed=seed, difficulty=difficulty) for index in itertools.count(start))
+    return open_at
+
+
+def jsonl_source(path: str | Path) -> Callable[[int], Iterator[dict]]:
+    """A mixture-sampler source over a JSONL file: ``open_at(start)`` streams records (each with its
+    folder as ``_base_dir``, for relative image paths) from
+    line ``start`` on, without reading the file into memory. Lines that are not JSON come through as
+    ``{"_bad_json": line}`` for the tokenizer to reject (so they are counted, not fatal)."""
+    path = Path(path)
+
+    def open_at(start: int) -> Iterator[dict]:
+        with path.open() as f:
+            for i, line in enumerate(f):
+                if i < start:
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    record = {"_bad_json": line[:200]}
+                record.setdefault("_base_dir", str(path.parent))
+                yield record
+    return open_at
+
+

@@ -13,7 +13,6 @@ model inputs, each ``<|image_pad|>`` expanded to one token per merged 2x2 patch)
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -35,9 +34,8 @@ def image_processor(min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS, 
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     if path is not None and (Path(path) / "preprocessor_config.json").exists():
-        cfg = json.loads((Path(path) / "preprocessor_config.json").read_text())
-        keep = ("min_pixels", "max_pixels", "patch_size", "temporal_patch_size", "merge_size", "image_mean", "image_std")
-        return Qwen2VLImageProcessorPil(**{k: cfg[k] for k in keep if k in cfg})
+        # reads both styles: min_pixels/max_pixels (released checkpoints) and size{shortest,longest}_edge
+        return Qwen2VLImageProcessorPil.from_pretrained(str(path))
     return Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels)
 
 

@@ -169,3 +169,16 @@ def test_processor_output_runs_both_models_alike(tokenizer, tmp_path):
         got = ours(**{k: v for k, v in batch.items() if k != "mm_token_type_ids"}).logits
     real = batch["attention_mask"].bool()
     assert (got - ref)[real].abs().max() < 1e-4
+
+
+def test_released_style_preprocessor_config_is_read(tmp_path):
+    """MiMo-VL / Qwen2.5-VL checkpoints store min_pixels / max_pixels at the top level."""
+    import json
+
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({
+        "min_pixels": 3136, "max_pixels": 28 * 28 * 20, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_processor_type": "Qwen2_5_VLImageProcessor"}))
+    proc = image_processor(path=tmp_path)
+    grid = process_images([random_image(500, 500)], proc)["image_grid_thw"][0]
+    assert int(grid.prod()) <= 20 * 4 and proc.size["longest_edge"] == 28 * 28 * 20

@@ -181,6 +181,24 @@ def split_thinking(text: str) -> tuple[str, str]:
     return "", text.strip()
 
 
+def with_no_think_suffix(messages: list[dict]) -> list[dict]:
+    """A copy whose last user message ends with `` /no_think``."""
+    messages = [dict(m) for m in messages]
+    last = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    content = messages[last]["content"]
+    if isinstance(content, str):
+        messages[last]["content"] = content.rstrip() + " /no_think"
+    else:
+        items = [dict(c) for c in content]
+        texts = [i for i, c in enumerate(items) if c.get("type") == "text"]
+        if texts:
+            items[texts[-1]]["text"] = items[texts[-1]]["text"].rstrip() + " /no_think"
+        else:
+            items.append({"type": "text", "text": "/no_think"})
+        messages[last]["content"] = items
+    return messages
+
+
 def media_in_messages(messages: list[dict]) -> tuple[list[Any], list[Any]]:
     """The images and videos of a conversation, in order of appearance."""
     images, videos = [], []
@@ -217,7 +235,15 @@ class MiMoVLProcessor:
         self.image_processor.save_pretrained(str(path))
 
     def apply_chat_template(self, messages: list[dict], *, add_generation_prompt: bool = True,
-                            enable_thinking: bool = True, tokenize: bool = False, **kwargs):
+                            enable_thinking: bool = True, no_think_style: str = "prefill", tokenize: bool = False,
+                            **kwargs):
+        """Render a conversation. Thinking off: ``no_think_style="prefill"`` pre-fills an empty think
+        block (MiMo-VL's first release); ``"suffix"`` ends the last user message with ``/no_think``
+        (the 2508 release's switch) and leaves the answer to the model."""
+        if not enable_thinking and no_think_style == "suffix":
+            messages, enable_thinking = with_no_think_suffix(messages), True
+        elif no_think_style not in ("prefill", "suffix"):
+            raise ValueError(f"no_think_style must be 'prefill' or 'suffix', not {no_think_style!r}")
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
                                                   enable_thinking=enable_thinking, tokenize=tokenize, **kwargs)
 

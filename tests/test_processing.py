@@ -118,6 +118,14 @@ def test_chat_template_thinking_switch(tokenizer):
     assert on.startswith("<|im_start|>system\nYou are MiMo")
 
 
+def test_no_think_suffix_style(tokenizer):
+    proc = MiMoVLProcessor(tokenizer)
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Count them."}]}]
+    text = proc.apply_chat_template(chat, enable_thinking=False, no_think_style="suffix")
+    assert "Count them. /no_think<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
+    assert chat[0]["content"][1]["text"] == "Count them."  # the caller's messages are not modified
+
+
 def test_synthetic_tokenizer_ids_and_round_trip(tokenizer, tmp_path):
     ids = special_token_ids(len(tokenizer))
     assert len(tokenizer) == 2048

@@ -1,0 +1,110 @@
+"""The JSONL record format of mimolab data: chat messages with image and video references, in the
+conversation style of LLaVA / Qwen-VL fine-tuning sets, so your own data plugs in unchanged.
+
+One record per line::
+
+    {"id": "grounding-000003",
+     "task": "grounding",                       # any name; the mixture's shares refer to it
+     "messages": [
+       {"role": "user", "content": [
+          {"type": "image", "image": "images/grounding-000003.png"},     # relative to the JSONL file
+          {"type": "text", "text": "Locate the small red circle ..."}]},
+       {"role": "assistant", "content": [{"type": "text", "text": "[{\\"bbox_2d\\": [12, 30, 40, 58], ...}]"}]}],
+     "answer": {"bbox_2d": [12, 30, 40, 58], "label": "small red circle"},   # what a reward needs
+     "meta": {...}}
+
+Videos: ``{"type": "video", "video": "videos/<id>/", "fps": 2}``: a folder of frames (PNG/JPEG, in
+name order), or a .gif / .mp4 file (mp4 needs a decoder such as imageio[pyav]). ``content`` may
+also be a plain string. Only ``messages`` is required; ``task`` defaults to the source name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from mimolab.data.world.scene import Sample
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value):
+        return asdict(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def to_record(sample: Sample, sample_id: str, out_dir: Path) -> dict:
+    """Save a sample's images/frames under out_dir and return its JSONL record (relative paths)."""
+    messages = []
+    for message in sample.messages:
+        content = message["content"]
+        if isinstance(content, list):
+            items, n = [], 0
+            for item in content:
+                item = dict(item)
+                if item.get("type") == "image":
+                    rel = f"images/{sample_id}-{n}.png"
+                    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+                    item["image"].save(out_dir / rel)
+                    item["image"], n = rel, n + 1
+                elif item.get("type") == "video":
+                    rel = f"videos/{sample_id}-{n}/"
+                    (out_dir / rel).mkdir(parents=True, exist_ok=True)
+                    for i, frame in enumerate(item["video"]):
+                        frame.save(out_dir / rel / f"{i:04d}.png")
+                    item["video"], n = rel, n + 1
+                items.append(item)
+            content = items
+        messages.append({"role": message["role"], "content": content})
+    return {"id": sample_id, "task": sample.task, "messages": messages, "answer": _jsonable(sample.answer),
+            "meta": _jsonable(sample.meta)}
+
+
+def write_jsonl(samples: Iterable[Sample], out_dir: str | Path, name: str) -> Path:
+    """Write ``<out_dir>/<name>.jsonl`` and the images/frames it refers to; returns the file."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.jsonl"
+    with path.open("w") as f:
+        for i, sample in enumerate(samples):
+            f.write(json.dumps(to_record(sample, f"{name}-{i:06d}", out_dir)) + "\n")
+    return path
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict]:
+    """Records of a JSONL file, media paths made absolute (relative to the file's folder); media is
+    not loaded (see ``load_media``)."""
+    path = Path(path)
+    with path.open() as f:
+        for line in f:
+            if line.strip():
+                record = json.loads(line)
+                for message in record["messages"]:
+                    if isinstance(message["content"], list):
+                        for item in message["content"]:
+                            kind = item.get("type")
+                            if kind in ("image", "video") and isinstance(item.get(kind), str):
+                                item[kind] = str(path.parent / item[kind])
+                yield record
+
+
+def load_media(record: dict) -> dict:
+    """The record with images as PIL images and videos as lists of frames."""
+    from mimolab.processing import load_image, load_video
+
+    record = json.loads(json.dumps(record))  # a deep copy
+    for message in record["messages"]:
+        if isinstance(message["content"], list):
+            for item in message["content"]:
+                if item.get("type") == "image":
+                    item["image"] = load_image(item["image"])
+                elif item.get("type") == "video":
+                    fps = item.get("fps", 2)
+                    item["video"] = load_video(item["video"], fps=fps, source_fps=fps)
+    return record

@@ -1,0 +1,123 @@
+"""Rendering primitives of the synthetic world: objects with shape, colour, size and position,
+placed without overlap on a plain background, plus the ``Sample`` every generator returns.
+
+Colours are flat and saturated and the background is white, so tests can check what was drawn
+pixel by pixel. Every random choice goes through the ``random.Random`` a generator passes in.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+COLORS = {"red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220), "yellow": (230, 190, 20),
+          "purple": (140, 60, 170), "orange": (245, 130, 30)}
+SHAPES = ("circle", "square", "triangle")
+SIZES = {"small": (14, 20), "large": (30, 40)}  # side length range in pixels
+BACKGROUND = (255, 255, 255)
+
+
+@dataclass
+class Obj:
+    shape: str
+    color: str
+    size: str
+    box: tuple[int, int, int, int]  # x1, y1, x2, y2 in pixels (x2, y2 exclusive)
+
+    @property
+    def label(self) -> str:
+        return f"{self.size} {self.color} {self.shape}"
+
+    @property
+    def center(self) -> tuple[int, int]:
+        return (self.box[0] + self.box[2]) // 2, (self.box[1] + self.box[3]) // 2
+
+
+@dataclass
+class Sample:
+    """One example: a chat (images as PIL, videos as frame lists), the reference answer its reward
+    needs, and whatever else a test or an evaluation may want."""
+
+    task: str
+    messages: list[dict]
+    answer: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def user(*items: Any) -> dict:
+    """A user turn from strings (text) and PIL images / frame lists (image / video)."""
+    content = []
+    for item in items:
+        if isinstance(item, str):
+            content.append({"type": "text", "text": item})
+        elif isinstance(item, list):
+            content.append({"type": "video", "video": item, "fps": 2})
+        else:
+            content.append({"type": "image", "image": item})
+    return {"role": "user", "content": content}
+
+
+def assistant(text: str) -> dict:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
+def canvas(width: int, height: int) -> Image.Image:
+    return Image.new("RGB", (width, height), BACKGROUND)
+
+
+def draw_obj(image: Image.Image, obj: Obj) -> None:
+    draw = ImageDraw.Draw(image)
+    x1, y1, x2, y2 = obj.box
+    fill = COLORS[obj.color]
+    if obj.shape == "circle":
+        draw.ellipse((x1, y1, x2 - 1, y2 - 1), fill=fill)
+    elif obj.shape == "square":
+        draw.rectangle((x1, y1, x2 - 1, y2 - 1), fill=fill)
+    else:
+        draw.polygon([(x1, y2 - 1), ((x1 + x2 - 1) / 2, y1), (x2 - 1, y2 - 1)], fill=fill)
+
+
+def random_obj(rng: random.Random, *, shape: str | None = None, color: str | None = None, size: str | None = None) -> Obj:
+    size = size or rng.choice(list(SIZES))
+    return Obj(shape or rng.choice(SHAPES), color or rng.choice(list(COLORS)), size, (0, 0, 0, 0))
+
+
+def place(rng: random.Random, objs: list[Obj], width: int, height: int, gap: int = 4, tries: int = 200) -> list[Obj]:
+    """Give each object a box inside the canvas that overlaps no other (objects that do not fit are dropped)."""
+    placed: list[Obj] = []
+    for obj in objs:
+        side = rng.randint(*SIZES[obj.size])
+        for _ in range(tries):
+            x, y = rng.randint(1, width - side - 1), rng.randint(1, height - side - 1)
+            box = (x, y, x + side, y + side)
+            if all(box[2] + gap <= o.box[0] or o.box[2] + gap <= box[0] or box[3] + gap <= o.box[1]
+                   or o.box[3] + gap <= box[1] for o in placed):
+                placed.append(Obj(obj.shape, obj.color, obj.size, box))
+                break
+    return placed
+
+
+def render(objs: list[Obj], width: int, height: int) -> Image.Image:
+    image = canvas(width, height)
+    for obj in objs:
+        draw_obj(image, obj)
+    return image
+
+
+def where(obj: Obj, width: int, height: int) -> str:
+    """'top left', 'center', 'bottom' ... from the object's centre."""
+    cx, cy = obj.center
+    row = "top" if cy < height / 3 else "bottom" if cy > 2 * height / 3 else ""
+    col = "left" if cx < width / 3 else "right" if cx > 2 * width / 3 else ""
+    return f"{row} {col}".strip() or "center"
+
+
+def font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def plural(word: str, n: int) -> str:
+    return word if n == 1 else word + "es" if word.endswith("s") else word + "s"

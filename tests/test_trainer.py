@@ -1,0 +1,73 @@
+"""The training loop: frozen parts stay frozen, the schedule, and exact resume after a crash."""
+
+import pytest
+import torch
+
+from mimolab import MiMoVL, MiMoVLConfig
+from mimolab.data.pipeline import world_mixture, world_processor, world_tokenizer
+from mimolab.train import Stage, Trainer
+from mimolab.train.stage import part_of
+
+CFG = MiMoVLConfig.from_name("smoke")
+SHARES = {"caption": 0.5, "counting": 0.3, "text": 0.2}
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return world_processor(world_tokenizer(n_per_task=3))
+
+
+def make(processor, stage, run_dir, seed=0):
+    torch.manual_seed(seed)
+    model = MiMoVL(CFG)
+    sampler = world_mixture(stage.shares, processor, CFG, max_length=stage.row_tokens, seed=stage.seed)
+    return Trainer(model, stage, sampler, run_dir)
+
+
+def test_projector_only_stage_freezes_everything_else(processor, tmp_path):
+    stage = Stage(name="stage1", lr={"projector": 1e-2}, shares=SHARES, steps=3, warmup_steps=1, row_tokens=512,
+                  rows_per_step=2, checkpoint_every=100)
+    trainer = make(processor, stage, tmp_path)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    state_params = {id(p) for g in trainer.optimizer.param_groups for p in g["params"] if p in trainer.optimizer.state}
+    for name, param in trainer.model.named_parameters():
+        if part_of(name) == "projector":
+            assert not torch.equal(param, before[name]), name  # trained
+            assert id(param) in state_params
+        else:
+            assert torch.equal(param, before[name]), name  # bit-identical
+            assert param.grad is None and not param.requires_grad and id(param) not in state_params
+
+
+def test_warmup_then_cosine():
+    stage = Stage(steps=110, warmup_steps=10, min_lr_ratio=0.1)
+    assert stage.lr_factor(0) == pytest.approx(0.1) and stage.lr_factor(9) == pytest.approx(1.0)
+    assert stage.lr_factor(60) == pytest.approx(0.55) and stage.lr_factor(110) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="unknown trainable parts"):
+        Stage(lr={"decoder": 1.0})
+
+
+def test_resumed_run_matches_an_uninterrupted_one(processor, tmp_path):
+    stage = Stage(name="stage3", lr={"vision": 1e-3, "projector": 1e-3, "llm": 1e-3}, shares=SHARES, steps=6,
+                  warmup_steps=2, row_tokens=384, rows_per_step=2, checkpoint_every=3)
+    straight = make(processor, stage, tmp_path / "straight").train()
+    crashed = make(processor, stage, tmp_path / "crashed")
+    crashed.train(steps=3)  # ... and the process dies here; a new one starts from the checkpoint
+    resumed = make(processor, stage, tmp_path / "crashed", seed=123)
+    assert resumed.resume() and resumed.step == 3
+    tail = resumed.train()
+    assert [r["loss"] for r in tail] == pytest.approx([r["loss"] for r in straight[3:]], abs=1e-6)
+    assert (tmp_path / "crashed" / "checkpoints" / "step-000006" / "model" / "config.json").exists()
+    reloaded = MiMoVL.from_pretrained(tmp_path / "crashed" / "checkpoints" / "step-000006" / "model")
+    torch.testing.assert_close(dict(reloaded.state_dict()), dict(resumed.model.state_dict()))
+
+
+def test_metrics_are_logged_per_step_and_task(processor, tmp_path):
+    stage = Stage(lr={"llm": 1e-3}, shares=SHARES, steps=2, warmup_steps=1, row_tokens=512, rows_per_step=2)
+    make(processor, stage, tmp_path).train()
+    import json
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    assert {"loss", "grad_norm", "tokens_per_s", "packing_efficiency", "lr/llm"} <= set(records[0])
+    assert any(k.startswith("loss/") for k in records[0])

@@ -71,3 +71,17 @@ def test_metrics_are_logged_per_step_and_task(processor, tmp_path):
     assert [r["step"] for r in records] == [1, 2]
     assert {"loss", "grad_norm", "tokens_per_s", "packing_efficiency", "lr/llm"} <= set(records[0])
     assert any(k.startswith("loss/") for k in records[0])
+
+
+def test_per_sample_losses_equal_each_sample_alone():
+    from mimolab.train.loop import per_sample_losses
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 10, 7)
+    labels = torch.tensor([[1, 2, 3, 4, -100, 5, 6, 0, 1, 2]])
+    cu = torch.tensor([0, 4, 7, 10])
+    got = per_sample_losses(logits, labels, cu)
+    ce = torch.nn.functional.cross_entropy
+    assert got[0] == pytest.approx(float(ce(logits[0, 0:3], labels[0, 1:4])))
+    assert got[1] == pytest.approx(float(ce(logits[0, 4:6], labels[0, 5:7])))  # a sample never predicts its first token
+    assert got[2] == pytest.approx(float(ce(logits[0, 7:9], labels[0, 8:10])))

@@ -43,6 +43,21 @@ def freeze_and_group(model: MiMoVL, stage: Stage) -> list[dict]:
             for part, params in groups.items()]
 
 
+def per_sample_losses(logits: torch.Tensor, labels: torch.Tensor, cu_seqlens: torch.Tensor) -> list[float | None]:
+    """Mean next-token loss of each sample of a packed row (None for a sample with no targets)."""
+    token_loss = torch.nn.functional.cross_entropy(logits[0, :-1].float(), labels[0, 1:].to(logits.device),
+                                                   ignore_index=-100, reduction="none")
+    valid = labels[0, 1:] != -100
+    bounds = cu_seqlens.tolist()
+    out = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        # targets of tokens start+1 .. end-1 sit at shifted indices start .. end-2
+        seg = slice(start, end - 1)
+        n = int(valid[seg].sum())
+        out.append(float(token_loss[seg][valid[seg]].sum()) / n if n else None)
+    return out
+
+
 class Trainer:
     def __init__(self, model: MiMoVL, stage: Stage, sampler: MixtureSampler, run_dir: str | Path,
                  pad_id: int | None = None) -> None:
@@ -97,8 +112,9 @@ class Trainer:
             weight = int((row.labels[:, 1:] != -100).sum()) / max(1, n_targets)  # token-weighted across rows
             (out.loss * weight).backward()
             total += out.loss.item() * weight
-            for task in row.tasks:
-                per_task[task].append(out.loss.item())
+            for task, loss in zip(row.tasks, per_sample_losses(out.logits.detach(), row.labels, row.cu_seqlens)):
+                if loss is not None:
+                    per_task[task].append(loss)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.stage.grad_clip)
         self.optimizer.step()

@@ -43,6 +43,13 @@ def test_cli_help_lists_subcommands():
         assert command in out
 
 
+def test_cli_help_does_not_import_torch():
+    timings = subprocess.run([sys.executable, "-X", "importtime", "-m", "mimolab", "--help"],
+                             capture_output=True, text=True, check=True).stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in timings.splitlines() if line.startswith("import time:")}
+    assert not imported & {"torch", "transformers"}, "mimolab --help must stay instant: import lazily"
+
+
 def test_cli_params_prints_the_7b_total():
     out = subprocess.run([sys.executable, "-m", "mimolab", "params", "--preset", "mimo-vl-7b"],
                          capture_output=True, text=True, check=True).stdout

@@ -16,6 +16,19 @@ One record per line::
 Videos: ``{"type": "video", "video": "videos/<id>/", "fps": 2}``: a folder of frames (PNG/JPEG, in
 name order), or a .gif / .mp4 file (mp4 needs a decoder such as imageio[pyav]). ``content`` may
 also be a plain string. Only ``messages`` is required; ``task`` defaults to the source name.
+
+Media file names: a sample's first image is ``images/<id>.png``, further ones (interleaved pages)
+``images/<id>-1.png``, ``images/<id>-2.png`` ...; videos likewise ``videos/<id>/``, frames
+``0000.png``, ``0001.png`` ... recorded at ``fps``. ``answer`` holds what the task's reward needs:
+``{"count": 3}``, ``{"bbox_2d": [...], "label": ...}`` (absolute pixels, x2/y2 exclusive),
+``{"text": ...}``, ``{"number": 12}``, ``{"span": [t0, t1]}`` (seconds),
+``{"action": "click", "point": [x, y], "target": ...}`` or ``{"action": "type", "text": ...}``.
+
+Bring your own data: write one such line per example into ``<name>.jsonl`` next to its
+``images/`` (and ``videos/``) folder; paths may also be absolute. ``read_jsonl(path)`` yields the
+records with paths resolved against the file's folder without opening any image;
+``load_media(record)`` returns a copy with PIL images and frame lists in place of the paths;
+``write_jsonl(samples, out_dir, name)`` writes world samples in this format.
 """
 
 from __future__ import annotations
@@ -39,26 +52,31 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _suffix(n: int) -> str:
+    """'' for a sample's first image (or video), '-1', '-2' ... for the next ones."""
+    return "" if n == 0 else f"-{n}"
+
+
 def to_record(sample: Sample, sample_id: str, out_dir: Path) -> dict:
     """Save a sample's images/frames under out_dir and return its JSONL record (relative paths)."""
-    messages = []
+    messages, n_images, n_videos = [], 0, 0
     for message in sample.messages:
         content = message["content"]
         if isinstance(content, list):
-            items, n = [], 0
+            items = []
             for item in content:
                 item = dict(item)
                 if item.get("type") == "image":
-                    rel = f"images/{sample_id}-{n}.png"
+                    rel = f"images/{sample_id}{_suffix(n_images)}.png"
                     (out_dir / "images").mkdir(parents=True, exist_ok=True)
                     item["image"].save(out_dir / rel)
-                    item["image"], n = rel, n + 1
+                    item["image"], n_images = rel, n_images + 1
                 elif item.get("type") == "video":
-                    rel = f"videos/{sample_id}-{n}/"
+                    rel = f"videos/{sample_id}{_suffix(n_videos)}/"
                     (out_dir / rel).mkdir(parents=True, exist_ok=True)
                     for i, frame in enumerate(item["video"]):
                         frame.save(out_dir / rel / f"{i:04d}.png")
-                    item["video"], n = rel, n + 1
+                    item["video"], n_videos = rel, n_videos + 1
                 items.append(item)
             content = items
         messages.append({"role": message["role"], "content": content})

@@ -35,6 +35,10 @@ class Obj:
     def center(self) -> tuple[int, int]:
         return (self.box[0] + self.box[2]) // 2, (self.box[1] + self.box[3]) // 2
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-native form (box as a list), so a record survives a JSONL round trip unchanged."""
+        return {"shape": self.shape, "color": self.color, "size": self.size, "box": list(self.box)}
+
 
 @dataclass
 class Sample:
@@ -113,6 +117,22 @@ def where(obj: Obj, width: int, height: int) -> str:
     row = "top" if cy < height / 3 else "bottom" if cy > 2 * height / 3 else ""
     col = "left" if cx < width / 3 else "right" if cx > 2 * width / 3 else ""
     return f"{row} {col}".strip() or "center"
+
+
+def scaled(rng: random.Random, difficulty: float, low: int, high: int) -> int:
+    """A random integer in [low, low + difficulty * (high - low)]: difficulty raises the ceiling."""
+    return rng.randint(low, max(low, round(low + difficulty * (high - low))))
+
+
+def text_box(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, size: int) -> tuple[int, int, int, int]:
+    """The pixel box ``text`` drawn at ``xy`` with ``font(size)`` covers (x2, y2 exclusive)."""
+    x1, y1, x2, y2 = draw.textbbox(xy, text, font=font(size))
+    return int(x1), int(y1), int(x2) + 1, int(y2) + 1
+
+
+def join(parts: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def font(size: int) -> ImageFont.FreeTypeFont:

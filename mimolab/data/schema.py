@@ -10,8 +10,9 @@ One record per line::
           {"type": "image", "image": "images/grounding-000003.png"},     # relative to the JSONL file
           {"type": "text", "text": "Locate the small red circle ..."}]},
        {"role": "assistant", "content": [{"type": "text", "text": "[{\\"bbox_2d\\": [12, 30, 40, 58], ...}]"}]}],
-     "answer": {"bbox_2d": [12, 30, 40, 58], "label": "small red circle"},   # what a reward needs
-     "meta": {...}}
+     "answer": {"bbox_2d": [12, 30, 40, 58], "label": "small red circle",    # what a reward needs
+                "boxes": [{"bbox_2d": [12, 30, 40, 58], "label": "small red circle"}]},
+     "meta": {...}}                             # what was drawn; index, seed, difficulty
 
 Videos: ``{"type": "video", "video": "videos/<id>/", "fps": 2}``: a folder of frames (PNG/JPEG, in
 name order), or a .gif / .mp4 file (mp4 needs a decoder such as imageio[pyav]). ``content`` may
@@ -19,20 +20,37 @@ also be a plain string. Only ``messages`` is required; ``task`` defaults to the 
 
 Media file names: a sample's first image is ``images/<id>.png``, further ones (interleaved pages)
 ``images/<id>-1.png``, ``images/<id>-2.png`` ...; videos likewise ``videos/<id>/``, frames
-``0000.png``, ``0001.png`` ... recorded at ``fps``. ``answer`` holds what the task's reward needs:
-``{"count": 3}``, ``{"bbox_2d": [...], "label": ...}`` (absolute pixels, x2/y2 exclusive),
-``{"text": ...}``, ``{"number": 12}``, ``{"span": [t0, t1]}`` (seconds),
-``{"action": "click", "point": [x, y], "target": ...}`` or ``{"action": "type", "text": ...}``.
+``0000.png``, ``0001.png`` ... recorded at ``fps``.
+
+``answer`` holds what the task's reward needs (boxes in absolute pixels, x2/y2 exclusive):
+
+| answer | tasks | reward it serves |
+|---|---|---|
+| ``{"count": 3}`` | counting | exact match |
+| ``{"boxes": [{"bbox_2d": [x1, y1, x2, y2], "label": ...}, ...]}`` (1) | grounding, gui 'ground' | GIoU |
+| ``{"action": "click", "point": [x, y], "target": ..., "bbox_2d": [...]}`` | gui | point in box |
+| ``{"action": "type", "text": ..., "target": ..., "bbox_2d": [...]}`` | gui | exact match |
+| ``{"span": [t0, t1], "label": ...}`` (seconds) (2) | video | IoU of spans |
+| ``{"number": 12}`` | visual_math, text_reasoning, chart | math-verify on ``\\boxed{}`` / exact |
+| ``{"text": ...}`` (OCR also ``boxes`` with ``text``) | caption, interleaved, ocr, chart, text | match / reward model |
+
+(1) with one target also ``bbox_2d`` and ``label`` at the top level. (2) video captions instead
+hold ``{"text": ..., "events": [{"span": [t0, t1], "label": ...}, ...]}``.
+
+Reasoning records put the long chain of thought in the assistant turn (``<think>\\n...\\n</think>
+\\n\\nThe answer is \\boxed{N}.``) and the short version in ``meta["short_reply"]``.
 
 Bring your own data: write one such line per example into ``<name>.jsonl`` next to its
 ``images/`` (and ``videos/``) folder; paths may also be absolute. ``read_jsonl(path)`` yields the
 records with paths resolved against the file's folder without opening any image;
 ``load_media(record)`` returns a copy with PIL images and frame lists in place of the paths;
 ``write_jsonl(samples, out_dir, name)`` writes world samples in this format.
+Reading and writing never import torch; ``load_media`` does (through ``mimolab.processing``).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, is_dataclass
@@ -84,13 +102,17 @@ def to_record(sample: Sample, sample_id: str, out_dir: Path) -> dict:
             "meta": _jsonable(sample.meta)}
 
 
-def write_jsonl(samples: Iterable[Sample], out_dir: str | Path, name: str) -> Path:
-    """Write ``<out_dir>/<name>.jsonl`` and the images/frames it refers to; returns the file."""
+def write_jsonl(samples: Iterable[Sample], out_dir: str | Path, name: str | None = None) -> Path:
+    """Write ``<out_dir>/<name>.jsonl`` and the images/frames it refers to; returns the file.
+    ``name`` defaults to the first sample's task (``data`` when there are no samples)."""
+    samples = iter(samples)
+    first = next(samples, None)
+    name = name or (first.task if first is not None else "data")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.jsonl"
     with path.open("w") as f:
-        for i, sample in enumerate(samples):
+        for i, sample in enumerate(itertools.chain([first] if first is not None else [], samples)):
             f.write(json.dumps(to_record(sample, f"{name}-{i:06d}", out_dir)) + "\n")
     return path
 

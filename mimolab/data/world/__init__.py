@@ -4,12 +4,24 @@
 sample, byte for byte, so a data stream is resumable from an index and nothing needs storing.
 
 Each generator is ``(rng: random.Random, difficulty: float) -> Sample``, with
-``rng = random.Random(f"{task}/{seed}/{index}")``: no global random state anywhere.
+``rng = random.Random(f"{task}/{seed}/{index}")``: no global random state anywhere. ``scene`` holds
+the shapes, colours, rendering and the ``Sample`` dataclass; each module's docstring says exactly
+what its difficulty changes. ``difficulty`` is in [0, 1]; 0.5 is the default, small and templated
+enough for a ~5M-parameter model to learn in minutes; 1.0 is the hard end:
 
-Tasks (module): caption (captions), interleaved (interleaved), ocr (ocr), grounding and counting
-(grounding), chart (charts: bar charts and tables), gui (gui), video (video), visual_math,
-text_reasoning and text (reasoning). ``difficulty`` in [0, 1] scales objects, distractors, noise
-and numbers. ``scene`` holds the shapes, colours, rendering and the ``Sample`` dataclass.
+| task | module | reward needs (``answer``) | difficulty raises |
+|---|---|---|---|
+| caption | captions | text | objects 1-6, canvas 112-224 px |
+| interleaved | interleaved | text | images per page 2-3 |
+| ocr | ocr | text, boxes | words 1-3, rotation, blur, noise, canvas height, share of text spotting |
+| grounding | grounding | boxes (+ bbox_2d, label for one) | distractors, minimal-pair distractors, canvas 112-224 px |
+| counting | grounding | count | targets 0-8, distractors 0-6, canvas |
+| chart | charts | number or text | bars/rows 3-5, the 'difference' question |
+| gui | gui | action, point/text, target, bbox_2d | buttons 2-6, shuffled layout, dialogs, open menus |
+| video | video | span (s), label | frames 4-12, half-second spans, a second mover |
+| visual_math | reasoning | number | numbers, objects/bars/rows to read, steps |
+| text_reasoning | reasoning | number | numbers, steps |
+| text | reasoning | text | (none: plain sentences) |
 """
 
 from __future__ import annotations

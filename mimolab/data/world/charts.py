@@ -1,4 +1,4 @@
-"""Charts and tables: read a value, find the largest, take a difference.
+"""Charts and tables: read a value, find the largest or smallest, take a difference.
 
 Bar charts have lettered bars (A, B, ...) with their values printed above them; tables list
 fruit names and counts in a ruled grid. Values are distinct, so 'the largest' is unambiguous.
@@ -46,18 +46,21 @@ def table(names: list[str], values: list[int]) -> Image.Image:
     return image
 
 
-def _question(rng: random.Random, difficulty: float, names: list[str], values: list[int], what: str) -> tuple[str, str, dict, str]:
+def _question(rng: random.Random, difficulty: float, names: list[str], values: list[int],
+              what: str) -> tuple[str, str, dict, str]:
     """(question, reply, answer, kind) about a chart or table whose entries are called ``what``."""
-    kind = rng.choice(("read", "max", "diff") if difficulty >= 0.3 else ("read", "max"))
+    kind = rng.choice(("read", "max", "min", "diff") if difficulty >= 0.3 else ("read", "max", "min"))
+    ref = [f"bar {name}" if what == "bar" else f"the {name} row" for name in names]
     if kind == "read":
         i = rng.randrange(len(names))
-        return f"What is the value of {what} {names[i]}?", str(values[i]), {"number": values[i]}, kind
-    if kind == "max":
-        i = values.index(max(values))
-        return f"Which {what} has the largest value?", names[i], {"text": names[i]}, kind
+        return f"What is the value of {ref[i]}?", str(values[i]), {"number": values[i]}, kind
+    if kind in ("max", "min"):
+        i = values.index(max(values) if kind == "max" else min(values))
+        word = "largest" if kind == "max" else "smallest"
+        return f"Which {what} has the {word} value?", names[i], {"text": names[i]}, kind
     i, j = rng.sample(range(len(names)), 2)
     diff = values[i] - values[j]
-    return f"What is {what} {names[i]} minus {what} {names[j]}?", str(diff), {"number": diff}, kind
+    return f"What is {ref[i]} minus {ref[j]}?", str(diff), {"number": diff}, kind
 
 
 def chart(rng: random.Random, difficulty: float) -> Sample:

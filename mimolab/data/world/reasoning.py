@@ -5,7 +5,13 @@ the question, reads the numbers (from the image: shape counts, bar values or pri
 from the text), works one arithmetic step per line, each containing ``a op b = c`` (tests
 re-evaluate them), re-checks the result in another order, and ends in ``\\boxed{N}`` (math-verify
 checks it). The assistant reply is the long form, ``<think>\\n...\\n</think>\\n\\nThe answer is
-\\boxed{N}.``; ``meta["short_answer"]`` is the direct answer, for short-answer training.
+\\boxed{N}.``; ``meta["short_reply"]`` is the same answer without the thinking (``The answer is
+\\boxed{N}.``) and ``meta["short_answer"]`` the bare number, for short-answer training and for
+studies that mix long and short chains of thought. ``meta["steps"]`` lists the lines of the chain.
+
+Visual problems read their inputs from the image: shapes counted by colour, bar values, a table's
+rows, printed numbers. Difficulty in [0, 1] scales the numbers, the objects, bars and rows to read
+and the number of steps.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import random
 
 from PIL import Image, ImageDraw
 
-from mimolab.data.world.charts import bar_chart
+from mimolab.data.world.charts import ITEMS, bar_chart, table
 from mimolab.data.world.scene import Sample, assistant, canvas, font, place, random_obj, render, user
 
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
@@ -27,8 +33,12 @@ def step(a: int, op: str, b: int) -> tuple[str, int]:
     return f"{a} {op} {b} = {value}", value
 
 
+def short_reply(answer: int) -> str:
+    return "The answer is \\boxed{" + str(answer) + "}."
+
+
 def long_reply(steps: list[str], answer: int) -> str:
-    return "<think>\n" + "\n".join(steps) + "\n</think>\n\nThe answer is \\boxed{" + str(answer) + "}."
+    return "<think>\n" + "\n".join(steps) + "\n</think>\n\n" + short_reply(answer)
 
 
 def add_all(numbers: list[int], steps: list[str], what: str) -> int:
@@ -76,7 +86,7 @@ def _chart_problem(rng: random.Random, difficulty: float) -> Problem:
     steps.append(f"The shortest bar is bar {labels[values.index(low)]} with {low}.")
     line, answer = step(total, "-", low)
     steps.append(f"Subtracting it: {line}.")
-    line, back = step(answer, "+", low)
+    line, _ = step(answer, "+", low)
     steps.append(f"Check: {line}, which is the sum again, so {answer} is right.")
     steps.append(f"Final: {total} - {low} = {answer}.")
     return bar_chart(labels, values), question, steps, answer, {"labels": labels, "values": values}
@@ -99,11 +109,30 @@ def _printed_problem(rng: random.Random, difficulty: float) -> Problem:
     return image, question, steps, total, {"numbers": [a, b, c]}
 
 
+def _table_problem(rng: random.Random, difficulty: float) -> Problem:
+    n = rng.randint(3, 3 + round(2 * difficulty))
+    names, values = rng.sample(ITEMS, n), rng.sample(range(1, 10), n)
+    bought = rng.sample(range(n), 2 + round(rng.random() * difficulty))  # two or three rows to add
+    price = rng.randint(2, 4 + round(5 * difficulty))
+    wanted = [names[i] for i in bought]
+    question = (f"Each fruit costs {price} coins. How many coins do all the {', '.join(wanted[:-1])} and "
+                f"{wanted[-1]} in the table cost?")
+    steps = ["I need the number of each fruit asked about, from the table."]
+    steps += [f"The table lists {values[i]} {names[i]}." for i in bought]
+    count = add_all([values[i] for i in bought], steps, "count")
+    line, total = step(count, "*", price)
+    steps.append(f"At {price} coins each: {line} coins.")
+    line, _ = step(price, "*", count)
+    steps.append(f"Check: {line}, the same, so they cost {total} coins.")
+    return table(names, values), question, steps, total, {"labels": names, "values": values, "asked": wanted}
+
+
 def visual_math(rng: random.Random, difficulty: float) -> Sample:
-    make = rng.choice((_counting_problem, _counting_problem, _chart_problem, _printed_problem))
+    make = rng.choice((_counting_problem, _chart_problem, _table_problem, _printed_problem))
     image, question, steps, total, info = make(rng, difficulty)
     return Sample("visual_math", [user(image, question), assistant(long_reply(steps, total))], {"number": total},
-                  {"short_answer": str(total), "problem": make.__name__.strip("_"), "steps": steps, **info})
+                  {"short_answer": str(total), "short_reply": short_reply(total), "problem": make.__name__.strip("_"),
+                   "steps": steps, **info})
 
 
 NAMES = ("Ana", "Ben", "Chen", "Dara", "Eli", "Fay")
@@ -145,11 +174,31 @@ def _trip_problem(rng: random.Random, difficulty: float) -> tuple[str, list[str]
     return question, steps, total
 
 
+def _ages_problem(rng: random.Random, difficulty: float) -> tuple[str, list[str], int]:
+    a, b, c = rng.sample(NAMES, 3)
+    young, times = rng.randint(2, 6 + round(6 * difficulty)), rng.randint(2, 3)
+    older, later = rng.randint(1, 9), rng.randint(1, 10)
+    question = (f"{c} is {young} years old. {b} is {times} times as old as {c}. {a} is {older} years older than "
+                f"{b}. How old will {a} be in {later} years?")
+    steps = [f"{c} is {young}."]
+    line, age_b = step(young, "*", times)
+    steps.append(f"{b} is {times} times as old: {line}.")
+    line, age_a = step(age_b, "+", older)
+    steps.append(f"{a} is {older} years older than {b}: {line}.")
+    line, total = step(age_a, "+", later)
+    steps.append(f"In {later} years {a} will be {line}.")
+    line, _ = step(total, "-", later)
+    steps.append(f"Check: {line}, which is {a}'s age now, and {age_a} - {older} = {age_b}, which is {b}'s age.")
+    steps.append(f"So {a} will be {age_a} + {later} = {total}.")
+    return question, steps, total
+
+
 def text_reasoning(rng: random.Random, difficulty: float) -> Sample:
-    make = rng.choice((_bags_problem, _trip_problem))
+    make = rng.choice((_bags_problem, _trip_problem, _ages_problem))
     question, steps, total = make(rng, difficulty)
     return Sample("text_reasoning", [user(question), assistant(long_reply(steps, total))], {"number": total},
-                  {"short_answer": str(total), "problem": make.__name__.strip("_"), "steps": steps})
+                  {"short_answer": str(total), "short_reply": short_reply(total), "problem": make.__name__.strip("_"),
+                   "steps": steps})
 
 
 COLOR_FACTS = {"red": "the colour of ripe strawberries", "green": "the colour of fresh grass",

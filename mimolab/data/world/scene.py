@@ -3,12 +3,16 @@ placed without overlap on a plain background, plus the ``Sample`` every generato
 
 Colours are flat and saturated and the background is white, so tests can check what was drawn
 pixel by pixel. Every random choice goes through the ``random.Random`` a generator passes in.
+Text uses Pillow's built-in scalable font; OCR also draws with system DejaVu fonts when they are
+installed and falls back to the built-in one when not (same random choices, other pixels).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
@@ -46,9 +50,31 @@ class Sample:
     needs, and whatever else a test or an evaluation may want."""
 
     task: str
-    messages: list[dict]
-    answer: dict[str, Any]
-    meta: dict[str, Any] = field(default_factory=dict)
+    messages: list[dict]  # chat turns; image items hold a PIL image, video items a list of frames
+    answer: dict[str, Any]  # the reference a reward checks: count, bbox_2d/boxes, span, number, action, text
+    meta: dict[str, Any] = field(default_factory=dict)  # what was drawn, for tests and analysis (JSON-plain)
+
+    def _items(self, kind: str) -> list:
+        return [item[kind] for message in self.messages if isinstance(message["content"], list)
+                for item in message["content"] if item.get("type") == kind]
+
+    @property
+    def images(self) -> list[Image.Image]:
+        return self._items("image")
+
+    @property
+    def videos(self) -> list[list[Image.Image]]:
+        return self._items("video")
+
+    @property
+    def prompt(self) -> str:
+        """The user turn's text items, joined by newlines."""
+        return "\n".join(item["text"] for item in self.messages[0]["content"] if item.get("type") == "text")
+
+    @property
+    def reply(self) -> str:
+        """The assistant's text (the training target)."""
+        return "".join(item["text"] for item in self.messages[-1]["content"] if item.get("type") == "text")
 
 
 def user(*items: Any) -> dict:
@@ -84,7 +110,8 @@ def draw_obj(image: Image.Image, obj: Obj) -> None:
         draw.polygon([(x1, y2 - 1), ((x1 + x2 - 1) / 2, y1), (x2 - 1, y2 - 1)], fill=fill)
 
 
-def random_obj(rng: random.Random, *, shape: str | None = None, color: str | None = None, size: str | None = None) -> Obj:
+def random_obj(rng: random.Random, *, shape: str | None = None, color: str | None = None,
+               size: str | None = None) -> Obj:
     size = size or rng.choice(list(SIZES))
     return Obj(shape or rng.choice(SHAPES), color or rng.choice(list(COLORS)), size, (0, 0, 0, 0))
 
@@ -124,6 +151,12 @@ def scaled(rng: random.Random, difficulty: float, low: int, high: int) -> int:
     return rng.randint(low, max(low, round(low + difficulty * (high - low))))
 
 
+def canvas_side(rng: random.Random, difficulty: float, sides: tuple[int, ...] = (112, 168, 224)) -> int:
+    """A canvas side from the first 1 + difficulty * (len(sides) - 1) of ``sides``: harder, larger images
+    (more positions to search, smaller objects relative to the image)."""
+    return rng.choice(sides[: 1 + round(difficulty * (len(sides) - 1))])
+
+
 def text_box(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, size: int) -> tuple[int, int, int, int]:
     """The pixel box ``text`` drawn at ``xy`` with ``font(size)`` covers (x2, y2 exclusive)."""
     x1, y1, x2, y2 = draw.textbbox(xy, text, font=font(size))
@@ -135,8 +168,29 @@ def join(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def font(size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.load_default(size=size)
+# system fonts OCR may draw with (common on Linux); any that is missing falls back to Pillow's own
+FONT_FAMILIES = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Italic.ttf",
+                 "DejaVuSansMono.ttf", "DejaVuSansCondensed-Oblique.ttf")
+
+
+@lru_cache(maxsize=256)
+def font(size: int, family: str | None = None) -> ImageFont.FreeTypeFont:
+    """Pillow's built-in scalable font, or ``family`` (a font file name) if the system has it."""
+    if family is not None:
+        try:
+            return ImageFont.truetype(family, size)
+        except OSError:
+            pass
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has only the fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def font_name(size: int, family: str | None = None) -> str:
+    """The file name of the font ``font(size, family)`` draws with, or 'pillow-default'."""
+    path = getattr(font(size, family), "path", None)
+    return Path(path).name if isinstance(path, str) else "pillow-default"
 
 
 def plural(word: str, n: int) -> str:

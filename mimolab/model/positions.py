@@ -156,7 +156,15 @@ def _take_grids(ids, image_grids, video_grids, seconds, image_token_id, video_to
         else:
             i += 1
             continue
-        i += max(1, grid[0] * grid[1] * grid[2] // merge**2)
+        n = max(1, grid[0] * grid[1] * grid[2] // merge**2)
+        if ids[i:i + n] != [ids[i]] * n:  # a shorter run: the grids belong to other placeholders
+            kind, run = ("image" if ids[i] == image_token_id else "video"), 0
+            while i + run < len(ids) and ids[i + run] == ids[i]:
+                run += 1
+            index = sum(g[0] == ids[i] for g in grids) - 1
+            raise ValueError(f"{kind} {index} of grid {grid} needs {n} consecutive placeholder tokens; the text has "
+                             f"{run}: the placeholders do not match the grids")
+        i += n
     return grids
 
 

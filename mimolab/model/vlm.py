@@ -135,6 +135,10 @@ class MiMoVL(nn.Module):
         if past + S > self.config.text.max_position_embeddings:
             raise ValueError(f"sequence of {past + S} tokens is longer than the context "
                              f"(max_position_embeddings = {self.config.text.max_position_embeddings})")
+        if attention_mask is not None and tuple(attention_mask.shape) != (B, past + S):
+            # checked before the positions, which would fail on it with an opaque IndexError
+            raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} tokens, expected {past + S} "
+                             f"(shape {tuple(attention_mask.shape)}, expected {(B, past + S)})")
         if past and pixel_values is None and pixel_values_videos is None:
             # decoding: generated ids are text even if an untrained model emits a placeholder id
             embeds = self.language_model.embed_tokens(input_ids)
@@ -169,8 +173,6 @@ class MiMoVL(nn.Module):
             return build_mask(q_len, q_len, causal=True, segment_ids=seg)
         if attention_mask is None:
             return None
-        if attention_mask.shape[1] != past + q_len:
-            raise ValueError(f"attention_mask covers {attention_mask.shape[1]} tokens, expected {past + q_len}")
         if q_len == 1 and past:  # one decoding step: causality is implied, only padding matters
             return attention_mask.bool()[:, None, None, :]
         if bool(attention_mask.all()):

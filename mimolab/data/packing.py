@@ -98,6 +98,12 @@ class PackingStats:
         return self.tokens / max(1, self.rows * self.budget)
 
 
+def best_fit(room: list[int], length: int) -> int | None:
+    """Index of the row with the least room that still holds ``length`` tokens (None: none does)."""
+    fits = [i for i, r in enumerate(room) if r >= length]
+    return min(fits, key=lambda i: room[i]) if fits else None
+
+
 def pack(samples: Iterable[TokenizedSample], budget: int, pad_id: int, *, max_open: int = 8,
          stats: PackingStats | None = None) -> Iterator[PackedRow]:
     """Stream packed rows of exactly ``budget`` tokens (the tail of each row is padding)."""
@@ -119,9 +125,8 @@ def pack(samples: Iterable[TokenizedSample], budget: int, pad_id: int, *, max_op
         if len(sample) > budget:
             stats.skipped_too_long += 1
             continue
-        fits = [i for i, r in enumerate(room) if r >= len(sample)]
-        if fits:
-            best = min(fits, key=lambda i: room[i])  # best fit: the row it fills most tightly
+        best = best_fit(room, len(sample))  # the open row it fills most tightly
+        if best is not None:
             open_rows[best].append(sample)
             room[best] -= len(sample)
         else:

@@ -40,6 +40,11 @@ class GenerationOutput:
     texts: list[str] = field(default_factory=list)  # filled when a tokenizer was given
 
 
+def _pop_config(kwargs: dict) -> GenerationConfig:
+    """The GenerationConfig fields among ``kwargs`` (removed from it; the rest are model inputs)."""
+    return GenerationConfig(**{k: kwargs.pop(k) for k in list(kwargs) if k in GenerationConfig.__dataclass_fields__})
+
+
 def _next_token(logits: torch.Tensor, cfg: GenerationConfig, rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """logits (B, V) -> token (B,), its log-probability under softmax(logits / T) (B,)."""
     logits = logits.float()
@@ -117,8 +122,7 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
              tokenizer=None, **kwargs) -> GenerationOutput:
     """Batched generation. kwargs: the vision inputs (``pixel_values``, ``image_grid_thw``,
     ``pixel_values_videos``, ``video_grid_thw``, ``second_per_grid_ts``) and GenerationConfig fields."""
-    gen_fields = GenerationConfig.__dataclass_fields__
-    cfg = GenerationConfig(**{k: kwargs.pop(k) for k in list(kwargs) if k in gen_fields})
+    cfg = _pop_config(kwargs)
     if cfg.stop_strings and tokenizer is None:
         raise ValueError("stop_strings need a tokenizer to decode the generated text")
     B = input_ids.shape[0]
@@ -156,8 +160,7 @@ def stream(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None =
     """Yield the text of one prompt (batch of 1) piece by piece as it is generated (for the demo)."""
     if input_ids.shape[0] != 1:
         raise ValueError("stream() takes a single prompt")
-    gen_fields = GenerationConfig.__dataclass_fields__
-    cfg = GenerationConfig(**{k: kwargs.pop(k) for k in list(kwargs) if k in gen_fields})
+    cfg = _pop_config(kwargs)
     tokens, shown = [], ""
     for _, token, _ in decode_steps(model, input_ids, attention_mask, cfg, **kwargs):
         tokens.append(int(token[0]))

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from mimolab.data.mixture import MixtureSampler
-from mimolab.data.packing import TokenizedSample, collate_packed
+from mimolab.data.packing import TokenizedSample, best_fit, collate_packed
 from mimolab.model.vlm import MiMoVL
 from mimolab.train.stage import Stage, part_of
 
@@ -89,11 +89,10 @@ class Trainer:
             sample = self._next_sample()
             if len(sample) > budget:
                 continue  # cannot fit any row (tokenise with max_length <= row_tokens to avoid this)
-            fits = [i for i, r in enumerate(room) if r >= len(sample)]
-            if not fits:
+            best = best_fit(room, len(sample))
+            if best is None:
                 carry.append(sample)
                 break
-            best = min(fits, key=lambda i: room[i])
             rows[best].append(sample)
             room[best] -= len(sample)
         self.pending = carry + self.pending

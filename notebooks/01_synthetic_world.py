@@ -53,20 +53,14 @@ print(f"profile {profile}: {len(TASKS)} tasks, {n_per_task} samples each; output
 # ## 1. A gallery of every data type
 
 # %%
-def first_visual(sample):  # the first image, or the first frame of a video, of a sample
-    for item in sample.messages[0]["content"]:
-        if isinstance(item, dict) and item.get("type") in ("image", "video"):
-            return item["image"] if item["type"] == "image" else item["video"][0]
-
-
 samples = {task: generate(task, 0) for task in TASKS}
 fig, axes = plt.subplots(2, (len(TASKS) + 1) // 2, figsize=(3 * ((len(TASKS) + 1) // 2), 6.5))
 for ax, (task, sample) in zip(axes.flat, samples.items()):
-    picture = first_visual(sample)
+    picture = (sample.images or [video[0] for video in sample.videos] or [None])[0]
     if picture is not None:
         ax.imshow(picture)
     else:  # text-only tasks: show the prompt
-        ax.text(0.05, 0.5, textwrap.fill(sample.messages[0]["content"][0]["text"], 28), fontsize=8, va="center")
+        ax.text(0.05, 0.5, textwrap.fill(sample.prompt, 28), fontsize=8, va="center")
     ax.set_title(task, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -78,10 +72,7 @@ plt.savefig(run_dir / "gallery.png", dpi=110)
 # %%
 rows = []
 for task, sample in samples.items():
-    question = [c["text"] for c in sample.messages[0]["content"] if isinstance(c, dict) and c.get("type") == "text"]
-    reply = sample.messages[-1]["content"]
-    reply = reply if isinstance(reply, str) else " ".join(c["text"] for c in reply if c.get("type") == "text")
-    rows.append({"task": task, "question": " ".join(question)[:80], "answer": reply[-80:], "reference": json.dumps(sample.answer)[:60]})
+    rows.append({"task": task, "question": sample.prompt.replace("\n", " ")[:80], "answer": sample.reply[-80:], "reference": json.dumps(sample.answer)[:60]})
 pd.set_option("display.max_colwidth", 90)
 pd.DataFrame(rows).set_index("task")
 

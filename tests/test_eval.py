@@ -1,0 +1,77 @@
+"""Per-task scores and the held-out harness: references score 1, malformed replies score 0 without
+raising, partial credit where the metric gives it, chance measured from shuffled references."""
+
+import math
+
+import pytest
+import torch
+
+from mimolab.data.world import TASKS, generate
+from mimolab.eval import HELD_OUT, evaluate, markdown_table, score
+from mimolab.eval.metrics import box_f1, objects, parse_span, span_iou
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_the_reference_reply_scores_one_and_garbage_zero(task):
+    for index in range(HELD_OUT, HELD_OUT + 15):
+        sample = generate(task, index)
+        assert score(task, sample.reply, sample.answer, sample.reply) == 1.0, (task, sample.reply)
+        for garbage in ("", "<|im_end|>", "[[[", '[{"bbox_2d": null}]', "click(", "\\boxed{", "many"):
+            value = score(task, garbage, sample.answer, sample.reply)
+            assert 0.0 <= value <= 1.0
+            if task not in ("text", "ocr"):  # character similarity gives "" a 0 but "[[[" a sliver
+                assert value < 1.0
+
+
+def test_partial_credit_and_units():
+    assert box_f1([[0, 0, 10, 10], [50, 50, 60, 60]], [[1, 1, 10, 10]]) == pytest.approx(2 / 3)
+    assert box_f1([[0, 0, 10, 10]], [[20, 20, 30, 30]]) == 0.0
+    assert parse_span("[00:01, 00:03]") == (1.0, 3.0) and parse_span("from [1.5, 2.5] s") == (1.5, 2.5)
+    assert span_iou((0, 2), (1, 3)) == pytest.approx(1 / 3)
+    assert objects("two small red circles and a large blue square") == {"small red circle": 2, "large blue square": 1}
+    counting = generate("counting", HELD_OUT)
+    n = counting.answer["count"]
+    assert score("counting", f"There are {n}.", counting.answer, counting.reply) == 1.0
+    assert score("counting", str(n + 1), counting.answer, counting.reply) == 0.0
+    math_sample = generate("visual_math", HELD_OUT)
+    number = math_sample.answer["number"]
+    assert score("visual_math", f"<think>...</think> so \\boxed{{{number}}}", math_sample.answer, "") == 1.0
+    assert score("visual_math", f"<think>\\boxed{{{number}}}</think> \\boxed{{{number + 1}}}", math_sample.answer, "") == 0.0
+
+
+def test_gui_click_must_land_in_the_target():
+    for index in range(HELD_OUT, HELD_OUT + 40):
+        sample = generate("gui", index)
+        if sample.answer["action"] == "click":
+            x1, y1, x2, y2 = sample.answer["bbox_2d"]
+            assert score("gui", f"click({x1}, {y1})", sample.answer, sample.reply) == 1.0
+            assert score("gui", f"click({x2 + 5}, {y2 + 5})", sample.answer, sample.reply) == 0.0
+            return
+    pytest.fail("no click sample found")
+
+
+def test_harness_scores_a_perfect_and_a_blind_model(monkeypatch):
+    import mimolab.eval.harness as harness
+
+    monkeypatch.setattr(harness, "generate_replies", lambda model, processor, samples, batch_size=16: [s.reply for s in samples])
+    perfect = evaluate(None, None, ["counting", "grounding"], n=20, progress=False)
+    assert [r.score for r in perfect] == [1.0, 1.0] and all(r.chance < 0.6 for r in perfect)
+    assert all(r.z > 3 or math.isinf(r.z) for r in perfect)
+    monkeypatch.setattr(harness, "generate_replies",
+                        lambda model, processor, samples, batch_size=16: [samples[(i + 1) % len(samples)].reply
+                                                                          for i in range(len(samples))])
+    blind = evaluate(None, None, ["counting"], n=20, progress=False)
+    assert blind[0].score == pytest.approx(blind[0].chance) and blind[0].z == 0.0
+    assert "| counting |" in markdown_table(blind)
+    with pytest.raises(KeyError, match="unknown tasks"):
+        evaluate(None, None, ["juggling"], n=4)
+
+
+def test_harness_runs_a_real_model_end_to_end():
+    from mimolab import MiMoVL
+    from mimolab.data.pipeline import world_processor, world_tokenizer
+
+    torch.manual_seed(0)
+    model = MiMoVL.from_preset("smoke")
+    rows = evaluate(model, world_processor(world_tokenizer(n_per_task=3)), ["counting", "video"], n=3, progress=False)
+    assert [r.task for r in rows] == ["counting", "video"] and all(0 <= r.score <= 1 for r in rows)

@@ -57,7 +57,8 @@ def world_processor(tokenizer) -> MiMoVLProcessor:
 
 
 def world_mixture(shares: dict[str, float], processor: MiMoVLProcessor, config: MiMoVLConfig, *, max_length: int,
-                  seed: int = 0, difficulty: float = 0.5) -> MixtureSampler:
-    """A resumable stream of tokenised world samples whose token shares follow ``shares``."""
-    sources = {task: world_source(task, seed=seed, difficulty=difficulty) for task in shares}
+                  seed: int = 0, difficulty: float = 0.5, text_only: bool = False) -> MixtureSampler:
+    """A resumable stream of tokenised world samples whose token shares follow ``shares``
+    (``text_only``: images and videos dropped, for a language-model-only stage)."""
+    sources = {task: world_source(task, seed=seed, difficulty=difficulty, text_only=text_only) for task in shares}
     return MixtureSampler(sources, shares, record_tokenizer(processor, config, max_length))

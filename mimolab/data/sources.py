@@ -13,13 +13,24 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
-def world_source(task: str, seed: int = 0, difficulty: float = 0.5) -> Callable[[int], Iterator]:
-    """Samples ``index = start, start + 1, ...`` of a synthetic task (each a pure function of its index)."""
+def world_source(task: str, seed: int = 0, difficulty: float = 0.5, text_only: bool = False) -> Callable[[int], Iterator]:
+    """Samples ``index = start, start + 1, ...`` of a synthetic task (each a pure function of its index).
+    ``text_only`` drops the images and videos and keeps the words (a language model's view of the task)."""
     from mimolab.data.world import generate
 
     def open_at(start: int) -> Iterator:
-        return (generate(task, index, seed=seed, difficulty=difficulty) for index in itertools.count(start))
+        samples = (generate(task, index, seed=seed, difficulty=difficulty) for index in itertools.count(start))
+        return map(without_media, samples) if text_only else samples
     return open_at
+
+
+def without_media(sample):
+    """The sample with its image and video items removed from every turn."""
+    import dataclasses
+
+    messages = [{**m, "content": [item for item in m["content"] if item.get("type") == "text"]}
+                if isinstance(m["content"], list) else m for m in sample.messages]
+    return dataclasses.replace(sample, messages=messages)
 
 
 def jsonl_source(path: str | Path) -> Callable[[int], Iterator[dict]]:

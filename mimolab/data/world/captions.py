@@ -16,6 +16,7 @@ from mimolab.data.world.scene import (
     Sample,
     assistant,
     canvas_side,
+    grid_for,
     join,
     place,
     plural,
@@ -56,7 +57,8 @@ def describe(objs: list[Obj], width: int, height: int, style: int) -> str:
 
 def caption(rng: random.Random, difficulty: float) -> Sample:
     side = canvas_side(rng, difficulty)
-    objs = place(rng, [random_obj(rng) for _ in range(scaled(rng, difficulty, 1, 6))], side, side)
+    objs = place(rng, [random_obj(rng) for _ in range(scaled(rng, difficulty, 1, 6))], side, side,
+                 grid=grid_for(rng, difficulty))
     reply = describe(objs, side, side, rng.randrange(4))
     image = render(objs, side, side)
     return Sample("caption", [user(image, rng.choice(PROMPTS)), assistant(reply)], {"text": reply},

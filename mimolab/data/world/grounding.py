@@ -31,6 +31,7 @@ from mimolab.data.world.scene import (
     Sample,
     assistant,
     canvas_side,
+    grid_for,
     place,
     plural,
     random_obj,
@@ -76,7 +77,7 @@ def _single(rng: random.Random, difficulty: float, side: int) -> tuple[list[Obj]
     target = random_obj(rng)
     pairs = _minimal_pairs(rng, target) if rng.random() < difficulty else []
     distractors = [_distractor(rng, target) for _ in range(scaled(rng, difficulty, 1, 6) - 1)]
-    objs = place(rng, [target] + pairs + distractors, side, side)
+    objs = place(rng, [target] + pairs + distractors, side, side, grid=grid_for(rng, difficulty))
     target = objs[0]
     objs = [target] + [o for o in objs[1:] if o.label != target.label]  # an identical twin cannot be singled out
     return objs, [target], referring(target, objs[1:])
@@ -86,7 +87,8 @@ def _multiple(rng: random.Random, difficulty: float, side: int) -> tuple[list[Ob
     color, shape = rng.choice(list(COLORS)), rng.choice(SHAPES)
     wanted = [random_obj(rng, color=color, shape=shape) for _ in range(scaled(rng, difficulty, 2, 4))]
     others = [random_obj(rng) for _ in range(scaled(rng, difficulty, 1, 5))]
-    objs = place(rng, wanted + [o for o in others if (o.color, o.shape) != (color, shape)], side, side)
+    objs = place(rng, wanted + [o for o in others if (o.color, o.shape) != (color, shape)], side, side,
+                 grid=grid_for(rng, difficulty))
     targets = sorted((o for o in objs if (o.color, o.shape) == (color, shape)), key=lambda o: (o.box[1], o.box[0]))
     return objs, targets, f"{color} {shape}"
 
@@ -112,7 +114,7 @@ def counting(rng: random.Random, difficulty: float) -> Sample:
     wanted = [random_obj(rng, color=color, shape=shape, size="small") for _ in range(n_target)]
     other = [random_obj(rng, size="small") for _ in range(scaled(rng, difficulty, 0, 6))]
     other = [o for o in other if (o.color, o.shape) != (color, shape)]
-    objs = place(rng, wanted + other, side, side)
+    objs = place(rng, wanted + other, side, side, grid=grid_for(rng, difficulty))
     count = sum((o.color, o.shape) == (color, shape) for o in objs)
     question = f"How many {color} {plural(shape, 2)} are there?"
     return Sample("counting", [user(render(objs, side, side), question), assistant(str(count))], {"count": count},

@@ -21,7 +21,12 @@ COLORS = {"red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220), "
           "purple": (140, 60, 170), "orange": (245, 130, 30)}
 SHAPES = ("circle", "square", "triangle")
 SIZES = {"small": (14, 20), "large": (30, 40)}  # side length range in pixels
-BACKGROUND = (255, 255, 255)
+# The background is the image processor's mean colour (OpenAI CLIP's, which Qwen2.5-VL normalises
+# with), so an empty patch normalises to ~0. A white one normalises to +1.9 in every channel: a large
+# constant that a ViT trained from scratch passes on to every image token, drowning the few tokens
+# that hold objects (measured: image features grew 30x while their variation across images fell to
+# 0.4% of their size, and captions stopped depending on the image at all).
+BACKGROUND = (123, 117, 104)
 
 
 @dataclass
@@ -116,19 +121,35 @@ def random_obj(rng: random.Random, *, shape: str | None = None, color: str | Non
     return Obj(shape or rng.choice(SHAPES), color or rng.choice(list(COLORS)), size, (0, 0, 0, 0))
 
 
-def place(rng: random.Random, objs: list[Obj], width: int, height: int, gap: int = 4, tries: int = 200) -> list[Obj]:
-    """Give each object a box inside the canvas that overlaps no other (objects that do not fit are dropped)."""
+def place(rng: random.Random, objs: list[Obj], width: int, height: int, gap: int = 4, tries: int = 200,
+          grid: int = 0) -> list[Obj]:
+    """Give each object a box inside the canvas that overlaps no other (objects that do not fit are dropped).
+
+    ``grid`` > 0 snaps objects to a grid of that many pixels (28: one merged vision token per cell):
+    a small object is centred in one cell, a large one on a 2x2 block of cells, so each object is
+    seen by whole tokens rather than straddling four. That is the easy end of the perception tasks.
+    """
     placed: list[Obj] = []
     for obj in objs:
         side = rng.randint(*SIZES[obj.size])
+        span = grid * (1 if side <= grid - 2 else 2) if grid else 0
         for _ in range(tries):
-            x, y = rng.randint(1, width - side - 1), rng.randint(1, height - side - 1)
+            if grid:
+                x = rng.randrange(0, width // grid - span // grid + 1) * grid + (span - side) // 2
+                y = rng.randrange(0, height // grid - span // grid + 1) * grid + (span - side) // 2
+            else:
+                x, y = rng.randint(1, width - side - 1), rng.randint(1, height - side - 1)
             box = (x, y, x + side, y + side)
             if all(box[2] + gap <= o.box[0] or o.box[2] + gap <= box[0] or box[3] + gap <= o.box[1]
                    or o.box[3] + gap <= box[1] for o in placed):
                 placed.append(Obj(obj.shape, obj.color, obj.size, box))
                 break
     return placed
+
+
+def grid_for(rng: random.Random, difficulty: float, cell: int = 28) -> int:
+    """The placement grid of one image: objects sit on the token grid with probability 1 - difficulty."""
+    return cell if rng.random() >= difficulty else 0
 
 
 def render(objs: list[Obj], width: int, height: int) -> Image.Image:

@@ -1,10 +1,11 @@
-# `make tour`: set up and run the main job at the cpu profile.  `make test`: set up and run the tests.
+# `make pipeline`: set up and run the main job (pre-training at the cpu profile, report in runs/cpu/pretrain).
+# `make test`: set up and run the tests.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test tour bench samples clean
+.PHONY: venv test pipeline tour bench samples clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +18,9 @@ venv: $(STAMP)
 
 test: $(STAMP)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q tests
+
+pipeline: $(STAMP)
+	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/mimolab pretrain --profile cpu
 
 tour: $(STAMP)
 	WANDB_MODE=$${WANDB_MODE:-offline} $(BIN)/mimolab tour --profile cpu

@@ -1,7 +1,9 @@
 """The ``mimolab`` command line.
 
     mimolab params --preset mimo-vl-7b      per-component parameter table of a preset
-    mimolab tour --profile cpu              the main job: notebook 00 executed into runs/
+    mimolab pretrain --profile cpu          the main job: stages 0-4, evaluation, report.md in runs/
+    mimolab pretrain --stage stage3_multimodal --profile cpu    one stage (and the ones it starts from)
+    mimolab tour --profile cpu              notebook 00 (the model tour) executed into runs/
     mimolab notebook 03 --profile smoke     execute any numbered notebook into a run directory
     mimolab samples --out data_samples      regenerate the committed sample of every data type
 
@@ -69,6 +71,33 @@ def cmd_tour(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    import logging
+
+    from mimolab.train.pretrain import default_run_dir, run_pipeline, run_stage
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    run_dir = Path(args.out) if args.out else default_run_dir(args.profile)
+    if args.stage:
+        result = run_stage(args.stage, args.profile, run_dir, tracking=args.wandb, eval_n=args.eval_n,
+                           accelerator=_accelerator_if_launched())
+        print(f"{args.stage} done: {result.final}")
+        return 0
+    start = time.time()
+    report = run_pipeline(args.profile, run_dir, tracking=args.wandb, eval_n=args.eval_n)
+    print(f"pre-training pipeline at profile {args.profile} done in {(time.time() - start) / 60:.1f} min: {report}")
+    return 0
+
+
+def _accelerator_if_launched():
+    """An Accelerator when started by ``accelerate launch`` / ``torchrun`` with several processes."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from mimolab.train.loop import make_accelerator
+
+        return make_accelerator()
+    return None
+
+
 def cmd_samples(args: argparse.Namespace) -> int:
     from mimolab.data.samples import make_samples
 
@@ -91,10 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default runs/<notebook>-<profile>-<time>)")
     p.set_defaults(func=cmd_notebook)
 
-    p = sub.add_parser("tour", help="the main job for now: the model tour (notebook 00)")
+    p = sub.add_parser("tour", help="the model tour (notebook 00)")
     p.add_argument("--profile", default="cpu", choices=PROFILES[:3])
     p.add_argument("--out")
     p.set_defaults(func=cmd_tour)
+
+    p = sub.add_parser("pretrain", help="the pre-training pipeline (stages 0-4, evaluation, report)")
+    p.add_argument("--profile", default="cpu", choices=PROFILES)
+    p.add_argument("--stage", help="run one stage (e.g. stage3_multimodal) and the stages it starts from")
+    p.add_argument("--out", help="run directory (default runs/<profile>/pretrain)")
+    p.add_argument("--eval-n", type=int, default=40, help="held-out samples per task in each evaluation")
+    p.add_argument("--wandb", choices=("online", "offline", "disabled"),
+                   help="W&B mode (default: WANDB_MODE, else online with an API key, else offline)")
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("samples", help="regenerate data_samples/ (a few records of every data type)")
     p.add_argument("--out", default="data_samples")

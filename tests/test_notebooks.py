@@ -17,6 +17,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 def test_notebook_runs_at_smoke_profile(path, tmp_path, monkeypatch):
     monkeypatch.setenv("MIMOLAB_PROFILE", "smoke")
     monkeypatch.setenv("MIMOLAB_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("MIMOLAB_RUNS", str(tmp_path / "runs"))  # the stage notebooks' shared run directory
     monkeypatch.setenv("WANDB_MODE", "disabled")
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()

@@ -39,7 +39,7 @@ def test_every_experiment_yaml_loads_and_profiles_name_presets():
 
 def test_cli_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "mimolab", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("params", "notebook", "tour", "samples"):
+    for command in ("params", "pretrain", "notebook", "tour", "samples"):
         assert command in out
 
 

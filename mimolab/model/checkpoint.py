@@ -128,6 +128,9 @@ def save_pretrained(model: nn.Module, path: str | Path, *, max_shard_bytes: int 
     config: MiMoVLConfig = model.config
     tensors = {}
     for name, tensor in model.state_dict().items():
+        if ".lora_" in name:
+            continue  # LoRA adapters are saved apart, in peft's format (mimolab.train.lora.save_lora)
+        name = name.replace(".base_layer.", ".")  # a LoRA-wrapped linear's own weight
         if config.text.tie_word_embeddings and name == "lm_head.weight":
             continue  # transformers re-ties it from the embedding
         tensors[mimolab_key_to_checkpoint(name)] = tensor.detach().contiguous().cpu()
@@ -149,7 +152,7 @@ def save_pretrained(model: nn.Module, path: str | Path, *, max_shard_bytes: int 
                 total += sum(t.numel() * t.element_size() for t in shard.values())
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
             (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))
-        _replace_dir(tmp, path)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -167,7 +170,7 @@ def _shard(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, t
     return shards
 
 
-def _replace_dir(new: Path, target: Path) -> None:
+def replace_dir(new: Path, target: Path) -> None:
     """Put ``new`` at ``target``: an old directory there is moved aside first, deleted last."""
     old = None
     if target.exists():

@@ -28,3 +28,19 @@ def parameter_table(config: MiMoVLConfig) -> list[tuple[str, int]]:
         rows.append(("MTP layers", count(lm.mtp_layers)))
     rows.append(("total", count(model)))
     return rows
+
+
+def weight_changes(before: torch.nn.Module, after: torch.nn.Module) -> list[dict]:
+    """Per part (vision, projector, llm): how many tensors changed between two models and the
+    largest absolute change; a frozen part shows 0 changed tensors and a max change of exactly 0."""
+    from mimolab.train.stage import part_of
+
+    rows: dict[str, dict] = {}
+    after_state = after.state_dict()
+    for name, tensor in before.state_dict().items():
+        row = rows.setdefault(part_of(name), {"part": part_of(name), "tensors": 0, "changed": 0, "max_abs_change": 0.0})
+        delta = (after_state[name].float() - tensor.float()).abs().max().item() if tensor.numel() else 0.0
+        row["tensors"] += 1
+        row["changed"] += int(not torch.equal(after_state[name], tensor))
+        row["max_abs_change"] = max(row["max_abs_change"], delta)
+    return list(rows.values())

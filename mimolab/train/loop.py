@@ -1,6 +1,11 @@
 """The training loop shared by all stages: packed rows, gradient accumulation, clipping, a
 warm-up + cosine schedule per parameter group, and crash-safe checkpoints that resume exactly.
 
+Several processes (``accelerate launch``) split each step's packed rows between them: every
+process draws the same deterministic stream and packs the same rows, then trains on its share
+(``rows[rank::world]``). Each row's loss is weighted by its share of the *global* target tokens,
+so the averaged gradient equals the single-process one for the same global batch.
+
 A checkpoint directory holds the model in the Qwen2.5-VL format (``save_pretrained``) plus
 ``trainer_state.pt``: optimizer, step, data-stream position (the mixture sampler's state and the
 samples drawn but not yet trained on) and RNG states. It is written to a temporary directory and
@@ -9,22 +14,25 @@ renamed into place, so a crash mid-write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import random
 import shutil
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from mimolab.data.mixture import MixtureSampler
 from mimolab.data.packing import TokenizedSample, best_fit, collate_packed
+from mimolab.model.checkpoint import replace_dir
 from mimolab.model.vlm import MiMoVL
 from mimolab.train.stage import Stage, part_of
+from mimolab.train.tracking import Tracker, flops_per_token, mfu, peak_flops
 
 STATE_FILE = "trainer_state.pt"
 
@@ -32,10 +40,13 @@ STATE_FILE = "trainer_state.pt"
 def freeze_and_group(model: MiMoVL, stage: Stage) -> list[dict]:
     """requires_grad only for the stage's parts; one optimizer group per part (its own lr)."""
     groups: dict[str, list] = defaultdict(list)
+    lora = stage.lora is not None
     for name, param in model.named_parameters():
         part = part_of(name)
-        param.requires_grad_(part in stage.lr)
-        if part in stage.lr:
+        # with LoRA only the adapters of the listed parts train; the base weights stay frozen
+        trains = part in stage.lr and (not lora or "lora_" in name)
+        param.requires_grad_(trains)
+        if trains:
             groups[part].append(param)
     if not groups:
         raise ValueError(f"stage {stage.name!r} trains nothing: lr names no part with parameters")
@@ -58,19 +69,48 @@ def per_sample_losses(logits: torch.Tensor, labels: torch.Tensor, cu_seqlens: to
     return out
 
 
+def make_accelerator(mixed_precision: str = "no"):
+    """An ``accelerate.Accelerator`` for the trainer: DDP that tolerates parts a row leaves unused
+    (a text-only row never touches the ViT), on CPU (gloo) when there is no GPU."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=mixed_precision,
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
 class Trainer:
     def __init__(self, model: MiMoVL, stage: Stage, sampler: MixtureSampler, run_dir: str | Path,
-                 pad_id: int | None = None) -> None:
+                 pad_id: int | None = None, *, tracker: Tracker | None = None, accelerator=None) -> None:
         self.model, self.stage, self.sampler = model, stage, sampler
         self.run_dir = Path(run_dir)
         self.pad_id = model.config.pad_token_id if pad_id is None else pad_id
+        if stage.lora is not None and not _has_lora(model):
+            from mimolab.train.lora import add_lora
+
+            add_lora(model, **stage.lora)
+        model.set_gradient_checkpointing(stage.gradient_checkpointing)
         self.optimizer = torch.optim.AdamW(freeze_and_group(model, stage), weight_decay=stage.weight_decay,
                                            betas=(0.9, 0.95))
+        self.accelerator = accelerator
+        self.rank, self.world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+        if self.stage.rows_per_step % self.world:
+            raise ValueError(f"rows_per_step ({stage.rows_per_step}) must be a multiple of the {self.world} processes")
+        self.wrapped = model  # what forward runs through: the DDP/FSDP wrapper when distributed
+        if accelerator is not None and self.world > 1:
+            self.wrapped, self.optimizer = accelerator.prepare(model, self.optimizer)
+        self.tracker = tracker
         self.step = 0
         self.pending: list[TokenizedSample] = []  # drawn from the stream, not yet trained on
         self._stream: Iterator[TokenizedSample] | None = None
+        self._flops_per_token = flops_per_token(model.config, stage.row_tokens)
+        self._peak = None
         random.seed(stage.seed)
         torch.manual_seed(stage.seed)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
 
     # ---------------------------------------------------------------- data
     def _next_sample(self) -> TokenizedSample:
@@ -96,67 +136,106 @@ class Trainer:
             rows[best].append(sample)
             room[best] -= len(sample)
         self.pending = carry + self.pending
-        return [collate_packed(r, budget, self.pad_id) for r in rows if r]
+        # an empty row stays (all padding, no targets) so every process runs the same number of passes
+        return [collate_packed(r, budget, self.pad_id) for r in rows if r or self.world > 1]
 
     # ---------------------------------------------------------------- one optimizer step
+    def _autocast(self):
+        if self.stage.bf16 and self.model.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def train_step(self) -> dict:
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * self.stage.lr_factor(self.step)
-        rows = self.next_rows()
-        n_targets = sum(int((r.labels[:, 1:] != -100).sum()) for r in rows)
+        all_rows = self.next_rows()
+        n_targets = sum(int((r.labels[:, 1:] != -100).sum()) for r in all_rows)  # global: every process packs all rows
+        rows = all_rows[self.rank::self.world]
         total, per_task, start = 0.0, defaultdict(list), time.perf_counter()
-        for row in rows:
-            out = self.model(**row.model_inputs())
-            weight = int((row.labels[:, 1:] != -100).sum()) / max(1, n_targets)  # token-weighted across rows
-            (out.loss * weight).backward()
-            total += out.loss.item() * weight
-            for task, loss in zip(row.tasks, per_sample_losses(out.logits.detach(), row.labels, row.cu_seqlens)):
-                if loss is not None:
-                    per_task[task].append(loss)
+        for i, row in enumerate(rows):
+            last = i == len(rows) - 1
+            sync = contextlib.nullcontext() if last or self.world == 1 else self.accelerator.no_sync(self.wrapped)
+            with sync:
+                with self._autocast():
+                    out = self.wrapped(**{k: v.to(self.model.device) if torch.is_tensor(v) else v
+                                          for k, v in row.model_inputs().items()})
+                n_row = int((row.labels[:, 1:] != -100).sum())
+                # token-weighted across all rows of all processes; DDP averages over processes, hence * world
+                loss = out.loss * (n_row / max(1, n_targets)) if n_row else out.logits.sum() * 0.0
+                (loss * self.world).backward()
+            total += float(loss.detach())
+            for task, value in zip(row.tasks, per_sample_losses(out.logits.detach(), row.labels, row.cu_seqlens)):
+                if value is not None:
+                    per_task[task].append(value)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.stage.grad_clip)
+        if self.world > 1:
+            grad_norm = self.accelerator.clip_grad_norm_(params, self.stage.grad_clip)
+            total = self._sum_across_processes(total)
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, self.stage.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        tokens = sum(r.n_tokens for r in rows)
+        seconds = time.perf_counter() - start
+        tokens = sum(r.n_tokens for r in all_rows)
+        if self._peak is None:
+            self._peak = peak_flops(self.model.device, torch.bfloat16 if self.stage.bf16 else self.model.dtype) or 0.0
         return {"step": self.step, "loss": total, "grad_norm": float(grad_norm), "tokens": tokens,
-                "tokens_per_s": tokens / (time.perf_counter() - start),
-                "packing_efficiency": tokens / (len(rows) * self.stage.row_tokens),
+                "tokens_per_s": tokens / seconds, "mfu": mfu(tokens / seconds / self.world, self._flops_per_token,
+                                                            self._peak or None),
+                "packing_efficiency": tokens / (len(all_rows) * self.stage.row_tokens),
                 **{f"lr/{g['part']}": g["lr"] for g in self.optimizer.param_groups},
                 **{f"loss/{t}": sum(v) / len(v) for t, v in per_task.items()}}
 
-    def train(self, steps: int | None = None, log=None) -> list[dict]:
-        """Run to ``steps`` (default: the stage's), checkpointing every ``checkpoint_every`` steps."""
+    def _sum_across_processes(self, value: float) -> float:
+        return float(self.accelerator.reduce(torch.tensor([value], device=self.model.device), "sum")[0])
+
+    def train(self, steps: int | None = None, log: Callable[[dict], None] | None = None,
+              progress: bool = True) -> list[dict]:
+        """Run to ``steps`` (default: the stage's), checkpointing every ``checkpoint_every`` steps.
+        Records go to the tracker (``metrics.jsonl`` + W&B) when one was given, else to ``metrics.jsonl``."""
         steps = self.stage.steps if steps is None else steps
         history = []
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "metrics.jsonl", "a") as metrics:
+        tracker = self.tracker or Tracker(self.run_dir, {}, mode="disabled")
+        bar = tqdm(total=steps, initial=self.step, desc=self.stage.name, disable=not (progress and self.is_main))
+        try:
             while self.step < steps:
                 record = self.train_step()
                 history.append(record)
-                metrics.write(json.dumps(record) + "\n")
-                metrics.flush()
+                if self.is_main:
+                    tracker.log(record, step=record["step"])
                 if log is not None:
                     log(record)
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
                 if self.step % self.stage.checkpoint_every == 0 or self.step == steps:
                     self.save_checkpoint()
+        finally:
+            bar.close()
+            if self.tracker is None:
+                tracker.finish()
         return history
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
+        """Main process writes; the others wait, so no process runs ahead of a half-written checkpoint."""
         final = self.run_dir / "checkpoints" / f"step-{self.step:06d}"
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-        try:
-            self.model.save_pretrained(tmp / "model")
-            state = {"step": self.step, "optimizer": self.optimizer.state_dict(), "sampler": self.sampler.state_dict(),
-                     "pending": self.pending, "rng": {"python": random.getstate(), "torch": torch.get_rng_state()}}
-            torch.save(state, tmp / STATE_FILE)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        if self.is_main:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+            try:
+                save_model(self.model, tmp / "model")
+                state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
+                         "sampler": self.sampler.state_dict(), "pending": self.pending,
+                         "rng": {"python": random.getstate(), "torch": torch.get_rng_state()}}
+                torch.save(state, tmp / STATE_FILE)
+                replace_dir(tmp, final)  # a re-run writing the same step replaces it whole
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        if self.world > 1:
+            self.accelerator.wait_for_everyone()
         return final
 
     @staticmethod
@@ -169,10 +248,7 @@ class Trainer:
         checkpoint = Path(checkpoint) if checkpoint else self.latest_checkpoint(self.run_dir)
         if checkpoint is None:
             return False
-        loaded = MiMoVL.from_pretrained(checkpoint / "model", dtype=self.model.dtype)
-        with torch.no_grad():
-            for name, tensor in loaded.state_dict().items():
-                self.model.state_dict()[name].copy_(tensor)
+        load_model_into(self.model, checkpoint / "model")
         state = torch.load(checkpoint / STATE_FILE, weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
@@ -180,3 +256,30 @@ class Trainer:
         random.setstate(state["rng"]["python"])
         torch.set_rng_state(state["rng"]["torch"])
         return True
+
+
+def save_model(model: MiMoVL, path: Path) -> None:
+    """The model in Qwen2.5-VL format; with LoRA, the base weights plus the adapters in peft's format
+    (``path/adapter``), which is what transformers + peft load."""
+    model.save_pretrained(path)  # base weights only: save_pretrained leaves adapters out
+    if _has_lora(model):
+        from mimolab.train.lora import save_lora
+
+        save_lora(model, path / "adapter")
+
+
+def _has_lora(model: MiMoVL) -> bool:
+    return any(".lora_" in name for name, _ in model.named_parameters())
+
+
+def load_model_into(model: MiMoVL, path: Path) -> None:
+    """Copy a checkpoint saved by ``save_model`` into ``model`` in place (optimizer references stay valid)."""
+    loaded = MiMoVL.from_pretrained(path, dtype=model.dtype)
+    if _has_lora(model):
+        from mimolab.train.lora import load_lora
+
+        load_lora(loaded, path / "adapter")
+    target = model.state_dict()
+    with torch.no_grad():
+        for name, tensor in loaded.state_dict().items():
+            target[name].copy_(tensor)

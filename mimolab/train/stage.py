@@ -8,10 +8,16 @@ optimizer state, weights bit-identical after the stage.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 PARTS = ("vision", "projector", "llm")
+STAGE_DIR = Path(__file__).resolve().parents[2] / "experiments" / "pretrain"
 
 
 @dataclass(frozen=True)
@@ -28,12 +34,25 @@ class Stage:
     rows_per_step: int = 4  # packed rows per optimizer step (micro-batches, accumulated)
     seed: int = 0
     difficulty: float = 0.5
+    text_only: bool = False  # drop images and videos (stage 0: the language model alone)
     checkpoint_every: int = 50
+    init_from: str | None = None  # a stage name of the same run, a checkpoint directory, or None (fresh weights)
+    what: str = ""  # one line: what the stage is for
+    bf16: bool = False  # autocast on GPU
+    gradient_checkpointing: bool = False
+    lora: dict[str, Any] | None = None  # {"parts": [...], "r": 8, "alpha": 16}: train adapters, not the weights
+    eval_tasks: tuple[str, ...] = ()  # what the stage's notebook measures afterwards
 
     def __post_init__(self) -> None:
         unknown = set(self.lr) - set(PARTS)
         if unknown:
             raise ValueError(f"unknown trainable parts {sorted(unknown)}; parts are {PARTS}")
+        if self.steps < 1 or self.rows_per_step < 1 or self.row_tokens < 1:
+            raise ValueError(f"stage {self.name!r}: steps, rows_per_step and row_tokens must be positive")
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.row_tokens * self.rows_per_step
 
     def lr_factor(self, step: int) -> float:
         """Linear warm-up, then cosine decay to ``min_lr_ratio`` (step counts from 0)."""
@@ -50,3 +69,35 @@ def part_of(param_name: str) -> str:
     if param_name.startswith("visual."):
         return "vision"
     return "llm"
+
+
+def load_stage(name_or_path: str | Path, profile: str, **overrides: Any) -> Stage:
+    """A stage from its YAML file (``experiments/pretrain/<name>.yaml`` or a path) at ``profile``.
+
+    The file's top-level keys are the defaults; ``profiles.<profile>`` overrides them. ``tokens``
+    (a token budget) may stand in for ``steps``: steps = tokens / (row_tokens * rows_per_step).
+    """
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = STAGE_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in STAGE_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"no stage file {path}; stages under {STAGE_DIR}: {known}")
+    spec = yaml.safe_load(path.read_text())
+    per_profile = spec.pop("profiles", {}) or {}
+    if profile not in per_profile:
+        raise KeyError(f"stage {path.stem!r} has no settings for profile {profile!r}; it has {sorted(per_profile)}")
+    spec = {**spec, **(per_profile[profile] or {}), **overrides}
+    spec.setdefault("name", path.stem)
+    tokens = spec.pop("tokens", None)
+    fields = {f.name for f in dataclasses.fields(Stage)}
+    unknown = sorted(set(spec) - fields)
+    if unknown:
+        raise ValueError(f"{path.name}: unknown keys {unknown}; a stage has {sorted(fields)}")
+    if tokens is not None and "steps" not in spec:
+        per_step = spec.get("row_tokens", Stage.row_tokens) * spec.get("rows_per_step", Stage.rows_per_step)
+        spec["steps"] = max(1, round(float(tokens) / per_step))
+    spec["lr"] = {k: float(v) for k, v in spec.get("lr", {}).items()}
+    if "eval_tasks" in spec:
+        spec["eval_tasks"] = tuple(spec["eval_tasks"])
+    return Stage(**spec)

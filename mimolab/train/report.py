@@ -1,0 +1,128 @@
+"""The pre-training report: markdown with tables and figures, written into the run directory from
+what the run measured (``metrics.jsonl``, ``eval.json``, ``final_eval.json``); nothing typed in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; notebooks draw their own figures
+import matplotlib.pyplot as plt  # noqa: E402
+
+from mimolab.viz import plot_scores  # noqa: E402
+
+
+def read_metrics(stage_dir: Path) -> list[dict]:
+    path = stage_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    last = {r["step"]: r for r in records if "step" in r and "loss" in r}  # a resumed run may repeat steps
+    return [last[k] for k in sorted(last)]
+
+
+def smooth(values: list[float], window: int = 10) -> list[float]:
+    out, acc = [], []
+    for v in values:
+        acc = (acc + [v])[-window:]
+        out.append(sum(acc) / len(acc))
+    return out
+
+
+def loss_figure(run_dir: Path, stages: list[str], path: Path) -> Path:
+    """Training loss against tokens seen, all stages end to end, stage boundaries marked."""
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    seen = 0
+    for name in stages:
+        records = read_metrics(run_dir / name)
+        if not records:
+            continue
+        tokens = [seen + sum(r["tokens"] for r in records[: i + 1]) for i in range(len(records))]
+        ax.plot(tokens, smooth([r["loss"] for r in records]), label=name)
+        ax.axvline(seen, color="grey", lw=0.5)
+        seen = tokens[-1]
+    ax.set(xlabel="training tokens", ylabel="loss (10-step mean)", yscale="log", title="pre-training loss")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def task_loss_figure(records: list[dict], title: str, path: Path) -> Path:
+    """Per-data-type loss within one stage (each task's 10-step mean over the steps it appeared in)."""
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    tasks = sorted({k[5:] for r in records for k in r if k.startswith("loss/")})
+    for task in tasks:
+        points = [(r["step"], r[f"loss/{task}"]) for r in records if f"loss/{task}" in r]
+        ax.plot([p[0] for p in points], smooth([p[1] for p in points]), label=task)
+    ax.set(xlabel="step", ylabel="loss", yscale="log", title=title)
+    ax.legend(fontsize=7, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def score_figure(rows: list[dict], path: Path) -> Path:
+    ax = plot_scores(rows)
+    ax.figure.savefig(path, dpi=110)
+    plt.close(ax.figure)
+    return path
+
+
+def scores_table(rows: list[dict]) -> str:
+    lines = ["| task | metric | score ± s.e. | chance | z above chance | n |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        z = r.get("z")
+        lines.append(f"| {r['task']} | {r['metric']} | {r['score']:.2f} ± {r['stderr']:.2f} | {r['chance']:.2f} | "
+                     f"{'inf' if z is None and r['score'] > r['chance'] else z if z is not None else '-'} | {r['n']} |")
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path, profile: str, results: list, final_scores: list[dict]) -> Path:
+    """``run_dir/report.md`` plus ``run_dir/figures/*.png``."""
+    figures = run_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    names = [r.name for r in results]
+    lines = [f"# Pre-training report: profile `{profile}`", "",
+             "Every number below was measured by this run (`metrics.jsonl`, `eval.json`, `final_eval.json`).", "",
+             "## Stages", "", "| stage | what | trains (lr) | steps | tokens | minutes | last-10 loss | tokens/s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for result in results:
+        records = read_metrics(run_dir / result.name)
+        tokens = sum(r["tokens"] for r in records)
+        minutes = sum(r["tokens"] / r["tokens_per_s"] for r in records) / 60
+        tail = [r["loss"] for r in records[-10:]]
+        lr = ", ".join(f"{k} {v:g}" for k, v in result.stage.lr.items())
+        lines.append(f"| {result.name} | {result.stage.what} | {lr} | {len(records)} | {tokens:,} | {minutes:.1f} | "
+                     f"{sum(tail) / max(1, len(tail)):.3f} | {tokens / max(1e-9, minutes * 60):,.0f} |")
+    loss_figure(run_dir, names, figures / "loss.png")
+    lines += ["", "![loss](figures/loss.png)", ""]
+    for result in results[-2:]:
+        records = read_metrics(run_dir / result.name)
+        if records:
+            task_loss_figure(records, f"{result.name}: loss per data type", figures / f"{result.name}_tasks.png")
+            lines += [f"![{result.name}](figures/{result.name}_tasks.png)", ""]
+    lines += ["## After each stage: its target tasks", ""]
+    for result in results:
+        if result.eval:
+            lines += [f"**{result.name}**", "", scores_table(result.eval), ""]
+    lines += ["## Final model: every task, held-out", "",
+              "Chance is measured: each sample's reference scored against another sample's reference.", "",
+              scores_table(final_scores), ""]
+    score_figure(final_scores, figures / "final_scores.png")
+    above = [r["task"] for r in final_scores if (r.get("z") is None and r["score"] > r["chance"])
+             or (r.get("z") is not None and r["z"] > 2)]
+    below = [r["task"] for r in final_scores if r["task"] not in above]
+    lines += ["![scores](figures/final_scores.png)", "",
+              f"Above chance by more than 2 standard errors: {', '.join(above) or 'none'}. "
+              f"Not significantly above chance: {', '.join(below) or 'none'}.", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+__all__ = ["loss_figure", "read_metrics", "score_figure", "scores_table", "task_loss_figure", "write_report"]

@@ -1,0 +1,116 @@
+"""The four-stage pipeline from YAML: stage files, frozen parts across stages, crash and resume
+at the pipeline level, checkpoints transformers loads, and the report."""
+
+import json
+
+import pytest
+import torch
+
+from mimolab import MiMoVL
+from mimolab.model.summary import weight_changes
+from mimolab.train.pretrain import STAGES, run_pipeline, run_stage, stages_for
+from mimolab.train.report import read_metrics
+from mimolab.train.stage import STAGE_DIR, load_stage
+
+
+def test_every_stage_file_loads_for_its_profiles():
+    for name in STAGES:
+        for profile in ("smoke", "cpu", "gpu"):
+            stage = load_stage(name, profile)
+            assert stage.name == name and stage.steps >= 1 and stage.shares
+    assert stages_for("mimo-vl-7b") == list(STAGES[1:])  # the 7B profile starts from MiMo-7B-Base
+    assert stages_for("cpu") == list(STAGES)
+
+
+def test_the_7b_recipe_is_the_reports():
+    s1, s2, s3, s4 = (load_stage(n, "mimo-vl-7b") for n in STAGES[1:])
+    assert s1.lr == {"projector": 1e-3}
+    assert s2.lr == {"vision": 1e-5, "projector": 1e-4}  # corrected values (issue #29), not the table's swap
+    assert set(s3.lr) == {"vision", "projector", "llm"} and s3.lr["llm"] == 1e-5 and s4.lr["llm"] == 2.5e-5
+    assert s1.row_tokens == s2.row_tokens == s3.row_tokens == 8192 and s4.row_tokens == 4 * 8192
+    # token budgets: steps * tokens per step matches the report's token counts within one step
+    for stage, tokens in ((s1, 300e9), (s2, 167e9), (s3, 1.4e12), (s4, 550e9)):
+        assert abs(stage.steps * stage.tokens_per_step - tokens) <= stage.tokens_per_step
+    small = {n: load_stage(n, "cpu") for n in STAGES}
+    assert small["stage4_long_context"].row_tokens == 4 * small["stage3_multimodal"].row_tokens
+    long_cot = lambda s: s.shares.get("visual_math", 0) + s.shares.get("text_reasoning", 0)  # noqa: E731
+    assert long_cot(small["stage4_long_context"]) > 2 * long_cot(small["stage3_multimodal"])
+
+
+def test_bad_stage_files_fail_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="stage4_long_context"):
+        load_stage("stage9", "cpu")
+    with pytest.raises(KeyError, match="no settings for profile 'mimo-vl-7b'"):
+        load_stage("stage0_llm", "mimo-vl-7b")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr: {llm: 1.0e-3}\nlearning_rate: 3\nprofiles: {cpu: {}}\n")
+    with pytest.raises(ValueError, match="learning_rate"):
+        load_stage(bad, "cpu")
+    assert STAGE_DIR.is_dir()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("pretrain")
+    report = run_pipeline("smoke", run_dir, tracking="disabled", progress=False, eval_n=2)
+    return run_dir, report
+
+
+def test_pipeline_writes_checkpoints_metrics_and_report(smoke_run):
+    run_dir, report = smoke_run
+    for name in STAGES:
+        final = run_dir / name / "final"
+        assert (final / "config.json").exists() and (final / "tokenizer.json").exists()
+        assert [r["step"] for r in read_metrics(run_dir / name)] == list(range(1, load_stage(name, "smoke").steps + 1))
+    text = report.read_text()
+    assert "| caption |" in text and "| counting |" in text and (run_dir / "figures" / "loss.png").stat().st_size
+    scores = json.loads((run_dir / "final_eval.json").read_text())
+    assert {r["task"] for r in scores} >= {"caption", "ocr", "grounding", "counting", "video", "visual_math"}
+    assert all(0 <= r["score"] <= 1 and 0 <= r["chance"] <= 1 for r in scores)
+
+
+def test_frozen_parts_are_bit_identical_across_stages(smoke_run):
+    run_dir, _ = smoke_run
+    load = lambda name: MiMoVL.from_pretrained(run_dir / name / "final")  # noqa: E731
+    stage0, stage1, stage2, stage3 = (load(n) for n in STAGES[:4])
+    changed = lambda a, b: {r["part"]: r["changed"] for r in weight_changes(a, b)}  # noqa: E731
+    assert changed(stage0, stage1) == {"vision": 0, "projector": changed(stage0, stage1)["projector"], "llm": 0}
+    assert changed(stage0, stage1)["projector"] > 0
+    assert changed(stage1, stage2)["llm"] == 0 and changed(stage1, stage2)["vision"] > 0
+    assert all(n > 0 for n in changed(stage2, stage3).values())
+
+
+def test_final_checkpoint_loads_in_transformers(smoke_run):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    run_dir, _ = smoke_run
+    final = run_dir / "stage4_long_context" / "final"
+    hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(final).eval()
+    ours = MiMoVL.from_pretrained(final).eval()
+    ids = torch.randint(0, 2000, (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(input_ids=ids).logits, hf(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_stage_killed_midway_resumes_with_the_same_losses(tmp_path):
+    straight = run_stage("stage0_llm", "smoke", tmp_path / "straight", tracking="disabled", progress=False,
+                         steps=4, checkpoint_every=2)
+
+    def die_after_step_3(record):  # checkpoint at step 2, then the process dies during step 3
+        if record["step"] == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        run_stage("stage0_llm", "smoke", tmp_path / "crashed", tracking="disabled", progress=False, steps=4,
+                  checkpoint_every=2, log=die_after_step_3)
+    assert not (tmp_path / "crashed" / "stage0_llm" / "final").exists()
+    resumed = run_stage("stage0_llm", "smoke", tmp_path / "crashed", tracking="disabled", progress=False, steps=4,
+                        checkpoint_every=2)
+    assert [r["step"] for r in resumed.history] == [3, 4]
+    assert [r["loss"] for r in resumed.history] == pytest.approx([r["loss"] for r in straight.history[2:]], abs=1e-6)
+    a, b = MiMoVL.from_pretrained(straight.final), MiMoVL.from_pretrained(resumed.final)
+    torch.testing.assert_close(dict(a.state_dict()), dict(b.state_dict()))

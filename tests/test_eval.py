@@ -1,5 +1,5 @@
 """Per-task scores and the held-out harness: references score 1, malformed replies score 0 without
-raising, partial credit where the metric gives it, chance measured from shuffled references."""
+raising, partial credit where the metric gives it, chance measured as the best blind answer's score."""
 
 import math
 
@@ -57,11 +57,15 @@ def test_harness_scores_a_perfect_and_a_blind_model(monkeypatch):
     perfect = evaluate(None, None, ["counting", "grounding"], n=20, progress=False)
     assert [r.score for r in perfect] == [1.0, 1.0] and all(r.chance < 0.6 for r in perfect)
     assert all(r.z > 3 or math.isinf(r.z) for r in perfect)
+    # a blind model that always gives the most common count: exactly at chance, not above it
+    samples = [generate("counting", HELD_OUT + i) for i in range(20)]
+    counts = [s.answer["count"] for s in samples]
+    mode = max(set(counts), key=counts.count)
     monkeypatch.setattr(harness, "generate_replies",
-                        lambda model, processor, samples, batch_size=16: [samples[(i + 1) % len(samples)].reply
-                                                                          for i in range(len(samples))])
+                        lambda model, processor, samples, batch_size=16: [str(mode)] * len(samples))
     blind = evaluate(None, None, ["counting"], n=20, progress=False)
-    assert blind[0].score == pytest.approx(blind[0].chance) and blind[0].z == 0.0
+    assert blind[0].score == pytest.approx(counts.count(mode) / 20) == pytest.approx(blind[0].chance)
+    assert blind[0].z == 0.0
     assert "| counting |" in markdown_table(blind)
     with pytest.raises(KeyError, match="unknown tasks"):
         evaluate(None, None, ["juggling"], n=4)

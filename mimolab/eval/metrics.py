@@ -19,8 +19,8 @@ it is perfect, and every parser is forgiving of surrounding text: a model that w
 | visual_math, text_reasoning | final answer equal (math-verify, boxed or plain, after ``</think>``) |
 | text | character similarity |
 
-Chance is not typed in anywhere: ``mimolab.eval.harness`` measures it by scoring each held-out
-sample's reference against another sample's reference (a blind guesser that knows the format).
+Chance is not typed in anywhere: ``mimolab.eval.harness`` measures it as the score of the best
+single blind answer (one held-out reference given to every sample).
 """
 
 from __future__ import annotations

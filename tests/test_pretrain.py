@@ -92,21 +92,28 @@ def test_final_checkpoint_loads_in_transformers(smoke_run):
         torch.testing.assert_close(ours(input_ids=ids).logits, hf(input_ids=ids).logits, atol=1e-4, rtol=1e-4)
 
 
-class Crash(Exception):
-    pass
+KILLED_RUN = """
+import os, signal, sys
+from mimolab.train.pretrain import run_stage
+
+def die_after_step_3(record):  # the checkpoint of step 2 is on disk; the process dies during step 3
+    if record["step"] == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+run_stage("stage0_llm", "smoke", sys.argv[1], tracking="disabled", progress=False, steps=4, checkpoint_every=2,
+          log=die_after_step_3)
+"""
 
 
 def test_a_stage_killed_midway_resumes_with_the_same_losses(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
     straight = run_stage("stage0_llm", "smoke", tmp_path / "straight", tracking="disabled", progress=False,
                          steps=4, checkpoint_every=2)
-
-    def die_after_step_3(record):  # checkpoint at step 2, then the process dies during step 3
-        if record["step"] == 3:
-            raise Crash
-
-    with pytest.raises(Crash):
-        run_stage("stage0_llm", "smoke", tmp_path / "crashed", tracking="disabled", progress=False, steps=4,
-                  checkpoint_every=2, log=die_after_step_3)
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tmp_path / "crashed")], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     assert not (tmp_path / "crashed" / "stage0_llm" / "final").exists()
     resumed = run_stage("stage0_llm", "smoke", tmp_path / "crashed", tracking="disabled", progress=False, steps=4,
                         checkpoint_every=2)

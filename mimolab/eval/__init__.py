@@ -1,6 +1,19 @@
-"""Evaluation: per-task scores (metrics) and the held-out harness with measured chance levels."""
+"""Evaluation: per-task scores (metrics) and the held-out harness with measured chance levels.
 
-from mimolab.eval.harness import HELD_OUT, TaskScore, evaluate, markdown_table
+The harness (which needs torch) loads on first use, so the metrics stay light to import (reward
+workers import them in a fresh process)."""
+
 from mimolab.eval.metrics import score
 
-__all__ = ["HELD_OUT", "TaskScore", "evaluate", "markdown_table", "score"]
+_HARNESS = ("HELD_OUT", "TaskScore", "evaluate", "markdown_table")
+
+
+def __getattr__(name: str):
+    if name in _HARNESS:
+        from mimolab.eval import harness
+
+        return getattr(harness, name)
+    raise AttributeError(f"module 'mimolab.eval' has no attribute {name!r}")
+
+
+__all__ = [*_HARNESS, "score"]

@@ -1,0 +1,90 @@
+"""Verifiable rewards: TRL's signature, the reference answer scores 1, malformed answers score 0 with a
+reason, boxes in the resized image's pixels are rescaled, and a hanging verifier is cut off."""
+
+import pytest
+from PIL import Image
+
+from mimolab.data.world import generate
+from mimolab.rl.rewards import Reward, default_rewards, giou
+
+
+@pytest.fixture(scope="module")
+def rewards():
+    made = {r.__name__: r for r in default_rewards(timeout=10.0)}
+    yield made
+    for r in made.values():
+        r.close()
+
+
+def columns(samples):
+    return {"task": [s.task for s in samples], "answer": [s.answer for s in samples]}
+
+
+def test_reference_replies_score_one_and_other_tasks_get_none(rewards):
+    samples = [generate(t, 5) for t in ("visual_math", "text_reasoning", "grounding", "counting", "video", "caption")]
+    single = [s for s in samples if s.task != "grounding" or "bbox_2d" in s.answer]
+    conversational = [[{"role": "assistant", "content": s.reply}] for s in single]
+    accuracy = rewards["accuracy"](conversational, **columns(single))
+    assert accuracy[:2] == [1.0, 1.0] and accuracy[2:] == [None] * (len(single) - 2)
+    for name, task in (("counting", "counting"), ("temporal_iou", "video")):
+        got = rewards[name]([s.reply for s in single], **columns(single))
+        assert [g for g, s in zip(got, single) if s.task == task] == [1.0]
+
+
+def test_malformed_answers_score_zero_with_a_reason(rewards):
+    sample = generate("counting", 3)
+    got = rewards["counting"](["many", "", "<think>2"], task=["counting"] * 3, answer=[sample.answer] * 3)
+    assert got == [0.0, 0.0, 0.0] and all(rewards["counting"].last_reasons)
+    math = generate("visual_math", 3)
+    assert rewards["accuracy"](["<think>\\boxed{3}</think>"], task=["visual_math"], answer=[math.answer]) == [0.0]
+    assert rewards["accuracy"].last_reasons == ["nothing after </think>"]
+    bad = rewards["grounding"](["[1, 2, 3]", 42], task=["grounding"] * 2, answer=[{"bbox_2d": [0, 0, 5, 5]}] * 2)
+    assert bad == [0.0, 0.0] and rewards["grounding"].last_reasons[1].startswith("a completion must be")
+
+
+def test_giou_maps_to_unit_interval_and_boxes_are_rescaled_from_the_resized_image(rewards):
+    from mimolab.processing import image_processor
+
+    assert giou([0, 0, 10, 10], [0, 0, 10, 10]) == 1.0 and giou([0, 0, 1, 1], [9, 9, 10, 10]) < -0.9
+    processor = image_processor()
+    image = Image.new("RGB", (500, 300))
+    grid = processor(images=[image], return_tensors="pt")["image_grid_thw"][0]
+    resized = (int(grid[2]) * 14, int(grid[1]) * 14)  # what the model saw: multiples of 28
+    assert resized != (500, 300)
+    reference = [100, 60, 200, 120]  # in the original 500 x 300 image
+    sx, sy = resized[0] / 500, resized[1] / 300
+    answer_in_resized = f'[{{"bbox_2d": [{100 * sx:.0f}, {60 * sy:.0f}, {200 * sx:.0f}, {120 * sy:.0f}]}}]'
+    kwargs = dict(task=["grounding"], answer=[{"bbox_2d": reference}], image_size=[(500, 300)], resized_size=[resized])
+    rescaled = rewards["grounding"]([answer_in_resized], **kwargs)[0]
+    unscaled = rewards["grounding"]([answer_in_resized], task=["grounding"], answer=[{"bbox_2d": reference}])[0]
+    assert rescaled > 0.98 and unscaled < rescaled
+
+
+def test_gui_clicks_and_typing(rewards):
+    for index in range(40):
+        sample = generate("gui", index)
+        if sample.answer["action"] in ("click", "type"):
+            assert rewards["gui_action"]([sample.reply], **columns([sample])) == [1.0]
+    click = {"action": "click", "bbox_2d": [10, 10, 20, 20]}
+    assert rewards["gui_action"](["click(15, 15)", "click(25, 15)"], task=["gui"] * 2, answer=[click] * 2) == [1.0, 0.0]
+
+
+def test_a_hanging_verifier_is_cut_off_and_the_next_call_still_works():
+    reward = Reward("accuracy", ("text_reasoning",), timeout=2.0)
+    hostile = "\\boxed{" + "9" * 20 + "^" + "9" * 20 + "^" + "9" * 20 + "}"  # sympy would compute for ages
+    try:
+        got = reward([hostile, "\\boxed{4}"], task=["text_reasoning"] * 2, answer=[{"number": 4}] * 2)
+        assert got[1] == 1.0
+        assert got[0] == 0.0
+        assert reward.last_reasons[0] == "timeout after 2 s"
+    finally:
+        reward.close()
+
+
+def test_format_reward_is_off_by_default():
+    assert "format" not in {r.__name__ for r in default_rewards()}
+    fmt = default_rewards(format_reward=True)[-1]
+    try:
+        assert fmt(["<think>a</think> 4", "<think>a 4", "4", "<think>a</think><think>b</think> 4"]) == [1.0, 0.0, 0.0, 0.0]
+    finally:
+        fmt.close()

@@ -100,7 +100,7 @@ def tokenize_conversation(messages: list[dict], processor: MiMoVLProcessor, conf
         ids, labels, vis = _truncate(ids, labels, vis, max_length, config)
     if all(label == IGNORE_INDEX for label in labels):
         raise BadRecord("no answer left after truncation", f"{len(ids)} tokens kept of a longer conversation")
-    return _sample(ids, labels, vis, config, task)
+    return make_sample(ids, labels, vis, config, task)
 
 
 def _truncate(ids, labels, vis, max_length: int, config: MiMoVLConfig):
@@ -131,7 +131,8 @@ def _truncate(ids, labels, vis, max_length: int, config: MiMoVLConfig):
     return ids, labels, vis
 
 
-def _sample(ids, labels, vis, config: MiMoVLConfig, task: str) -> TokenizedSample:
+def make_sample(ids: list[int], labels: list[int], vis: dict, config: MiMoVLConfig, task: str) -> TokenizedSample:
+    """A TokenizedSample from token ids, labels and processed vision inputs, with its 3D positions."""
     positions, _ = get_rope_index(
         torch.tensor([ids]), image_token_id=config.image_token_id, video_token_id=config.video_token_id,
         spatial_merge_size=config.vision.spatial_merge_size, tokens_per_second=config.vision.tokens_per_second,

@@ -1,5 +1,8 @@
-"""MORL post-training: verifiable rewards (and, to come, reward models, the reward service, GRPO)."""
+"""MORL post-training: verifiable rewards in TRL's signature and GRPO (on-policy or vanilla) over
+group rollouts from the KV-cache generator, full-parameter or LoRA."""
 
+from mimolab.rl.grpo import GRPOConfig, group_advantages, policy_loss
 from mimolab.rl.rewards import Reward, default_rewards
+from mimolab.rl.trainer import GRPOTrainer
 
-__all__ = ["Reward", "default_rewards"]
+__all__ = ["GRPOConfig", "GRPOTrainer", "Reward", "default_rewards", "group_advantages", "policy_loss"]

@@ -1,0 +1,152 @@
+"""GRPO, on-policy as MiMo-VL runs it, or vanilla with PPO clipping: the math and the rollout.
+
+One step: draw prompts (by per-task weight), sample ``group_size`` completions of each with the
+KV-cache generator (which returns each token's log-probability under softmax(logits / T)), score
+them with the rewards, and turn rewards into advantages within each group:
+``(reward - group mean) / group std``. Groups whose reward spread is below ``min_group_std`` are
+dropped (dynamic sampling; the spread, not the mean, because GIoU and reward-model scores are
+continuous). Then ``updates_per_batch`` gradient steps on the clipped surrogate:
+
+- on-policy (MiMo-VL): one update per rollout batch, so the importance ratio is exactly 1 and
+  clipping never binds; no KL term;
+- vanilla: several updates on the same batch, ratios drift from 1, PPO clipping binds, an
+  optional KL to the reference policy (k3 estimator) joins the loss.
+
+The loss is aggregated as a token mean over the whole batch (MiMo-VL), a mean of per-sequence
+means, or a constant normaliser (tokens / (sequences x max_new_tokens)), so the effect of the
+aggregation on response length can be studied. Whatever the loss, the KL to the reference is
+measured and logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mimolab.data.packing import TokenizedSample, collate_packed
+from mimolab.data.tokenize import make_sample
+
+LOSS_AGGREGATIONS = ("token_mean", "seq_mean", "constant")
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    tasks: tuple[tuple[str, float], ...] = (("counting", 1.0),)  # (task, sampling weight)
+    steps: int = 20
+    prompts_per_step: int = 4
+    group_size: int = 4
+    updates_per_batch: int = 1  # 1: on-policy; >1: vanilla GRPO
+    clip_eps: float = 0.2
+    kl_coef: float = 0.0
+    loss_agg: str = "token_mean"
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    min_group_std: float = 0.0
+    lr: float = 1e-4
+    grad_clip: float = 1.0
+    row_tokens: int = 2048
+    difficulty: float = 0.3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss_agg not in LOSS_AGGREGATIONS:
+            raise ValueError(f"loss_agg {self.loss_agg!r}: choose one of {LOSS_AGGREGATIONS}")
+        if self.group_size < 2:
+            raise ValueError("group_size must be at least 2: advantages compare completions of one prompt")
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """(P, G) rewards -> (P, G) advantages: reward minus its group's mean, over the group's std."""
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, keepdim=True, unbiased=False)
+    return (rewards - mean) / (std + eps)
+
+
+def policy_loss(logprobs: list[torch.Tensor], old_logprobs: list[torch.Tensor], advantages: torch.Tensor,
+                cfg: GRPOConfig, ref_logprobs: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
+    """The clipped surrogate over completions of different lengths (one tensor of token log-probs each)."""
+    per_seq, ratios, clipped, kls = [], [], [], []
+    for logp, old, adv in zip(logprobs, old_logprobs, advantages.tolist()):
+        ratio = torch.exp(logp - old)
+        surrogate = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - cfg.clip_eps, 1 + cfg.clip_eps) * adv)
+        token_loss = -surrogate
+        if ref_logprobs is not None:
+            ref = ref_logprobs[len(per_seq)]
+            kl = torch.exp(ref - logp) - (ref - logp) - 1  # k3: unbiased, always >= 0
+            kls.append(kl.detach())
+            if cfg.kl_coef:
+                token_loss = token_loss + cfg.kl_coef * kl
+        per_seq.append(token_loss)
+        ratios.append(ratio.detach())
+        clipped.append(((ratio - 1).abs() > cfg.clip_eps).detach())
+    n_tokens = sum(t.numel() for t in per_seq)
+    if cfg.loss_agg == "token_mean":  # MiMo-VL: every token of the batch weighs the same
+        loss = sum(t.sum() for t in per_seq) / max(1, n_tokens)
+    elif cfg.loss_agg == "seq_mean":  # every sequence weighs the same, whatever its length
+        loss = sum(t.mean() for t in per_seq if t.numel()) / max(1, len(per_seq))
+    else:  # a constant normaliser: longer answers carry proportionally more weight
+        loss = sum(t.sum() for t in per_seq) / (len(per_seq) * cfg.max_new_tokens)
+    cat = lambda xs: torch.cat(xs) if xs else torch.zeros(0)  # noqa: E731
+    stats = {"ratio_mean": float(cat(ratios).mean()) if n_tokens else 1.0,
+             "ratio_max_dev": float((cat(ratios) - 1).abs().max()) if n_tokens else 0.0,
+             "clip_fraction": float(cat(clipped).float().mean()) if n_tokens else 0.0,
+             "kl_ref": float(cat(kls).mean()) if kls else None}
+    return loss, stats
+
+
+@dataclass
+class Rollout:
+    sample: object  # the world Sample (task, answer, reply)
+    prompt: TokenizedSample  # the prompt, tokenised with its images (labels all -100)
+    tokens: list[int]  # the completion (stop token included)
+    logprobs: list[float]  # from the generator, under softmax(logits / T)
+    text: str
+    finish_reason: str
+
+    def training_sample(self, config) -> TokenizedSample:
+        """Prompt + completion with the completion as the only targets, and its 3D positions."""
+        p = self.prompt
+        vis = {}
+        if p.pixel_values is not None:
+            vis.update(pixel_values=p.pixel_values, image_grid_thw=torch.tensor(p.image_grid_thw))
+        if p.pixel_values_videos is not None:
+            vis.update(pixel_values_videos=p.pixel_values_videos, video_grid_thw=torch.tensor(p.video_grid_thw),
+                       second_per_grid_ts=torch.tensor(p.second_per_grid_ts))
+        ids = p.input_ids + self.tokens
+        return make_sample(ids, [-100] * len(p.input_ids) + self.tokens, vis, config, p.task)
+
+
+def completion_logprobs(model, samples: list[TokenizedSample], temperature: float, row_tokens: int,
+                        with_entropy: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per-token log-probabilities (and entropies) of each sample's target tokens under
+    softmax(logits / T), samples packed into rows of ``row_tokens`` (one forward per row)."""
+    out_lp: list[torch.Tensor | None] = [None] * len(samples)
+    out_ent: list[torch.Tensor | None] = [None] * len(samples)
+    rows, room, current = [], 0, []
+    for i, s in enumerate(samples):
+        if len(s) > row_tokens:
+            raise ValueError(f"a rollout of {len(s)} tokens does not fit row_tokens={row_tokens}")
+        if len(s) > room:
+            current = []
+            rows.append(current)
+            room = row_tokens
+        current.append(i)
+        room -= len(s)
+    pad = model.config.pad_token_id
+    for row in rows:
+        packed = collate_packed([samples[i] for i in row], row_tokens, pad)
+        logits = model(**{k: v for k, v in packed.model_inputs().items() if k != "labels"}).logits[0]
+        logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
+        start = 0
+        for i in row:
+            n = len(samples[i])
+            labels = torch.tensor(samples[i].labels)
+            targets = (labels[1:] != -100).nonzero()[:, 0]  # token t+1 is predicted at position t
+            positions = start + targets
+            out_lp[i] = logp_all[positions].gather(-1, labels[1:][targets, None].to(logits.device))[:, 0]
+            if with_entropy:
+                out_ent[i] = -(logp_all[positions].exp() * logp_all[positions]).sum(-1).detach()
+            start += n
+    return out_lp, out_ent

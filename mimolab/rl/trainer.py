@@ -1,0 +1,169 @@
+"""The GRPO loop: prompts from the synthetic world, group rollouts with the KV-cache generator,
+rewards, advantages, updates, logs. The math lives in ``grpo.py``; this file moves data.
+
+The reference policy is the starting weights: with LoRA, the same model with its adapters
+switched off (no second copy); without, a frozen copy made at the start.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from mimolab.data.world import generate as world_sample
+from mimolab.model.generation import generate
+from mimolab.rl.grpo import GRPOConfig, Rollout, completion_logprobs, group_advantages, policy_loss
+from mimolab.rl.rewards import default_rewards
+from mimolab.train.tracking import Tracker
+
+RL_INDEX_BASE = 2 * 10**6  # RL prompts come from their own range of world indices (not pre-training's, not held-out)
+
+
+def combined_reward(rewards: list, completions: list[str], samples: list) -> list[float]:
+    """Each completion's reward: the mean of the reward functions that apply to its task (0 if none do)."""
+    columns = {"task": [s.task for s in samples], "answer": [s.answer for s in samples],
+               "reference": [s.reply for s in samples]}
+    per_function = [fn(completions, **columns) for fn in rewards]
+    out = []
+    for i in range(len(completions)):
+        values = [v[i] for v in per_function if v[i] is not None]
+        out.append(sum(values) / len(values) if values else 0.0)
+    return out
+
+
+class GRPOTrainer:
+    def __init__(self, model, processor, cfg: GRPOConfig, run_dir: str | Path, *, rewards: list | None = None,
+                 tracker: Tracker | None = None) -> None:
+        from mimolab.train.lora import has_lora
+
+        self.model, self.processor, self.cfg = model, processor, cfg
+        self.run_dir = Path(run_dir)
+        self.rewards = rewards if rewards is not None else default_rewards()
+        self.tracker = tracker
+        self.lora = has_lora(model)
+        self.reference = None if self.lora else copy.deepcopy(model).eval().requires_grad_(False)
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        self.rng = random.Random(cfg.seed)
+        self.step_count = 0
+        self.next_index = defaultdict(int)
+
+    # ------------------------------------------------------------------ data
+    def draw_prompts(self) -> list:
+        tasks, weights = zip(*self.cfg.tasks)
+        picked = self.rng.choices(tasks, weights=weights, k=self.cfg.prompts_per_step)
+        samples = []
+        for task in picked:
+            samples.append(world_sample(task, RL_INDEX_BASE + self.next_index[task], seed=self.cfg.seed,
+                                        difficulty=self.cfg.difficulty))
+            self.next_index[task] += 1
+        return samples
+
+    def _prompt_inputs(self, samples: list) -> dict:
+        texts = [self.processor.apply_chat_template([m for m in s.messages if m["role"] == "user"]) for s in samples]
+        images = [im for s in samples for im in s.images]
+        videos = [v for s in samples for v in s.videos]
+        return self.processor(texts, images=images or None, videos=videos or None)
+
+    @torch.no_grad()
+    def rollout(self, samples: list) -> list[list[Rollout]]:
+        """``group_size`` sampled completions of each prompt."""
+        from mimolab.data.tokenize import make_sample
+
+        g = self.cfg.group_size
+        repeated = [s for s in samples for _ in range(g)]
+        inputs = self._prompt_inputs(repeated)
+        mask = inputs["attention_mask"]
+        vision = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
+        self.model.eval()
+        out = generate(self.model, inputs["input_ids"], mask, tokenizer=self.processor.tokenizer, do_sample=True,
+                       temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_new_tokens=self.cfg.max_new_tokens,
+                       seed=self.cfg.seed * 100_003 + self.step_count, **vision)
+        prompts = []
+        for s in samples:  # each prompt tokenised alone (no padding), with its own vision inputs
+            single = self._prompt_inputs([s])
+            vis = {k: v for k, v in single.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
+            prompts.append(make_sample(single["input_ids"][0].tolist(), [-100] * single["input_ids"].shape[1], vis,
+                                       self.model.config, s.task))
+        groups = []
+        for p, s in enumerate(samples):
+            groups.append([Rollout(s, prompts[p], out.sequences[p * g + j], out.logprobs[p * g + j], out.texts[p * g + j],
+                                   out.finish_reasons[p * g + j]) for j in range(g)])
+        return groups
+
+    # ------------------------------------------------------------------ one step
+    def reference_logprobs(self, samples) -> list[torch.Tensor]:
+        with torch.no_grad():
+            if self.lora:
+                from peft.tuners.lora import LoraLayer
+
+                layers = [m for m in self.model.modules() if isinstance(m, LoraLayer)]
+                for layer in layers:
+                    layer.enable_adapters(False)
+                try:
+                    return completion_logprobs(self.model, samples, self.cfg.temperature, self.cfg.row_tokens)[0]
+                finally:
+                    for layer in layers:
+                        layer.enable_adapters(True)
+            return completion_logprobs(self.reference, samples, self.cfg.temperature, self.cfg.row_tokens)[0]
+
+    def step(self) -> dict:
+        cfg = self.cfg
+        samples = self.draw_prompts()
+        groups = self.rollout(samples)
+        rewards = torch.tensor([combined_reward(self.rewards, [r.text for r in grp], [r.sample for r in grp])
+                                for grp in groups])
+        keep = rewards.std(dim=1, unbiased=False) >= cfg.min_group_std
+        advantages = group_advantages(rewards)
+        kept = [(r, float(a)) for grp, adv, k in zip(groups, advantages, keep) if k for r, a in zip(grp, adv)]
+        record = {"step": self.step_count + 1, "reward": float(rewards.mean()), "groups_kept": int(keep.sum()),
+                  "response_length": sum(len(r.tokens) for grp in groups for r in grp) / rewards.numel()}
+        for task in {s.task for s in samples}:
+            rows = [i for i, s in enumerate(samples) if s.task == task]
+            record[f"reward/{task}"] = float(rewards[rows].mean())
+            record[f"response_length/{task}"] = sum(len(r.tokens) for i in rows for r in groups[i]) / (len(rows) * cfg.group_size)
+        if kept:
+            record.update(self._update([r for r, _ in kept], torch.tensor([a for _, a in kept])))
+        self.step_count += 1
+        if self.tracker is not None:
+            self.tracker.log(record, step=record["step"])
+            self.tracker.log_table("completions", ["step", "task", "completion", "reward"],
+                                   [[record["step"], grp[0].sample.task, grp[0].text, float(rewards[i, 0])]
+                                    for i, grp in enumerate(groups)])
+        return record
+
+    def _update(self, rollouts: list[Rollout], advantages: torch.Tensor) -> dict:
+        cfg = self.cfg
+        config = self.model.config
+        samples = [r.training_sample(config) for r in rollouts]
+        old = [torch.tensor(r.logprobs) for r in rollouts]  # the generator's, as on-policy RL uses them
+        ref = self.reference_logprobs(samples)
+        stats = {}
+        self.model.train()
+        for update in range(cfg.updates_per_batch):
+            logprobs, entropy = completion_logprobs(self.model, samples, cfg.temperature, cfg.row_tokens,
+                                                    with_entropy=update == 0)
+            loss, stats_now = policy_loss(logprobs, old, advantages, cfg, ref_logprobs=ref)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                                       cfg.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if update == 0:  # the first update's ratios are the on-policy check: exactly 1 up to float error
+                stats = {**{f"first_update/{k}": v for k, v in stats_now.items()},
+                         "entropy": float(torch.cat(entropy).mean()) if entropy else None}
+            stats.update(loss=float(loss.detach()), grad_norm=float(grad_norm), **stats_now)
+        return stats
+
+    def train(self, steps: int | None = None, progress: bool = True) -> list[dict]:
+        from tqdm.auto import tqdm
+
+        steps = self.cfg.steps if steps is None else steps
+        history = []
+        for _ in tqdm(range(self.step_count, steps), desc="grpo", disable=not progress):
+            history.append(self.step())
+        return history

@@ -1,0 +1,95 @@
+"""GRPO: group advantages, loss aggregations, the on-policy ratio of exactly 1, the generator's
+log-probs equal to the trainer's, vanilla updates that move the ratio and clip, LoRA with the
+adapters-off reference, dynamic sampling."""
+
+import pytest
+import torch
+
+from mimolab import MiMoVL
+from mimolab.data.pipeline import world_processor, world_tokenizer
+from mimolab.rl.grpo import GRPOConfig, group_advantages, policy_loss
+from mimolab.rl.trainer import GRPOTrainer
+
+
+def varied_reward(completions, **kwargs):
+    """A TRL-style reward (any callable with this signature plugs in): an arbitrary but fixed score per text,
+    so random completions of one prompt get different rewards and advantages are not zero."""
+    return [sum(map(ord, c)) % 7 / 6 for c in completions]
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return world_processor(world_tokenizer(n_per_task=3))
+
+
+def trainer(processor, tmp_path, lora=False, **changes):
+    torch.manual_seed(0)
+    model = MiMoVL.from_preset("smoke")
+    if lora:
+        from mimolab.train.lora import add_lora
+        add_lora(model, parts=("llm",), r=4)
+    cfg = GRPOConfig(tasks=(("counting", 1.0), ("grounding", 1.0)), prompts_per_step=2, group_size=3,
+                     max_new_tokens=12, lr=5e-3, temperature=1.0, **changes)
+    return GRPOTrainer(model, processor, cfg, tmp_path, rewards=[varied_reward])
+
+
+def test_group_advantages():
+    rewards = torch.tensor([[1.0, 0.0, 0.5, 0.5], [0.3, 0.3, 0.3, 0.3]])
+    adv = group_advantages(rewards)
+    torch.testing.assert_close(adv.mean(1), torch.zeros(2), atol=1e-6, rtol=0)
+    assert adv[0].std(unbiased=False) == pytest.approx(1.0, abs=1e-4) and torch.equal(adv[1], torch.zeros(4))
+
+
+def test_loss_aggregations_and_clipping():
+    cfg = lambda agg: GRPOConfig(loss_agg=agg, max_new_tokens=4, clip_eps=0.2)  # noqa: E731
+    logp = [torch.zeros(1), torch.zeros(3)]
+    adv = torch.tensor([1.0, -1.0])
+    # on-policy: ratio 1, per-token loss = -advantage
+    assert policy_loss(logp, logp, adv, cfg("token_mean"))[0].item() == pytest.approx((-1 + 3) / 4)
+    assert policy_loss(logp, logp, adv, cfg("seq_mean"))[0].item() == pytest.approx((-1 + 1) / 2)
+    assert policy_loss(logp, logp, adv, cfg("constant"))[0].item() == pytest.approx((-1 + 3) / (2 * 4))
+    old = [torch.full((1,), -1.0), torch.zeros(3)]  # first sequence: ratio e > 1 + eps, positive advantage
+    loss, stats = policy_loss(logp, old, adv, cfg("token_mean"))
+    assert loss.item() == pytest.approx((-1.2 + 3) / 4) and stats["clip_fraction"] == pytest.approx(0.25)
+
+
+def test_on_policy_ratio_is_one_and_generator_logprobs_match_the_trainer(processor, tmp_path):
+    from mimolab.rl.grpo import completion_logprobs
+
+    t = trainer(processor, tmp_path)
+    groups = t.rollout(t.draw_prompts())
+    rollouts = [r for g in groups for r in g]
+    assert all(len(r.tokens) == len(r.logprobs) > 0 for r in rollouts)
+    recomputed, _ = completion_logprobs(t.model.eval(), [r.training_sample(t.model.config) for r in rollouts], 1.0,
+                                        t.cfg.row_tokens)
+    for r, lp in zip(rollouts, recomputed):
+        torch.testing.assert_close(lp, torch.tensor(r.logprobs), atol=1e-4, rtol=1e-4)
+    record = t.step()
+    assert record["first_update/ratio_max_dev"] < 1e-3 and record["first_update/clip_fraction"] == 0.0
+    assert record["first_update/kl_ref"] == pytest.approx(0.0, abs=1e-6)  # the policy is still the reference
+
+
+def test_vanilla_updates_move_the_ratio_and_kl(processor, tmp_path):
+    t = trainer(processor, tmp_path, updates_per_batch=4, clip_eps=0.05, kl_coef=0.1)
+    records = [t.step() for _ in range(2)]
+    assert records[0]["first_update/ratio_max_dev"] < 1e-3  # the first update of a batch is on-policy...
+    assert records[0]["ratio_max_dev"] > 1e-3  # ... the last one is not
+    assert records[1]["first_update/kl_ref"] > 0  # the policy left the reference
+
+
+def test_lora_grpo_keeps_base_weights_and_uses_adapters_off_as_reference(processor, tmp_path):
+    t = trainer(processor, tmp_path, lora=True)
+    assert t.reference is None  # no second copy of the model
+    base = {n: p.detach().clone() for n, p in t.model.named_parameters() if ".lora_" not in n}
+    records = [t.step() for _ in range(2)]
+    assert records[0]["first_update/kl_ref"] == pytest.approx(0.0, abs=1e-6)  # lora_B starts at 0: adapters are a no-op
+    assert records[1]["first_update/kl_ref"] > 0
+    assert all(torch.equal(p, base[n]) for n, p in t.model.named_parameters() if ".lora_" not in n)
+
+
+def test_dynamic_sampling_drops_groups_without_spread(processor, tmp_path):
+    t = trainer(processor, tmp_path, min_group_std=2.0)  # rewards are in [0, 1]: no group has spread 2
+    before = {n: p.detach().clone() for n, p in t.model.named_parameters()}
+    record = t.step()
+    assert record["groups_kept"] == 0 and "loss" not in record
+    assert all(torch.equal(p, before[n]) for n, p in t.model.named_parameters())

@@ -21,6 +21,7 @@ measured and logged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -150,3 +151,22 @@ def completion_logprobs(model, samples: list[TokenizedSample], temperature: floa
                 out_ent[i] = -(logp_all[positions].exp() * logp_all[positions]).sum(-1).detach()
             start += n
     return out_lp, out_ent
+
+
+RL_DIR = Path(__file__).resolve().parents[2] / "experiments" / "rl"
+
+
+def load_grpo_config(name_or_path: str | Path, profile: str, **overrides) -> GRPOConfig:
+    """A GRPO run from ``experiments/rl/<name>.yaml`` (or a path) at ``profile`` (same layout as the stages)."""
+    from mimolab.train.stage import check_keys, load_profiled_yaml
+
+    path = Path(name_or_path)
+    path = path if path.suffix else RL_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"no GRPO file {path}; files under {RL_DIR}: {sorted(p.stem for p in RL_DIR.glob('*.yaml'))}")
+    spec = load_profiled_yaml(path, profile, **overrides)
+    spec.pop("what", None)
+    check_keys(spec, GRPOConfig, path.name)
+    if isinstance(spec.get("tasks"), dict):
+        spec["tasks"] = tuple((task, float(w)) for task, w in spec["tasks"].items())
+    return GRPOConfig(**spec)

@@ -159,11 +159,14 @@ class GRPOTrainer:
             stats.update(loss=float(loss.detach()), grad_norm=float(grad_norm), **stats_now)
         return stats
 
-    def train(self, steps: int | None = None, progress: bool = True) -> list[dict]:
+    def train(self, steps: int | None = None, progress: bool = True, log=None) -> list[dict]:
+        """Run to ``steps`` (default: the config's); ``log(record)`` after each step (a live plot)."""
         from tqdm.auto import tqdm
 
         steps = self.cfg.steps if steps is None else steps
         history = []
         for _ in tqdm(range(self.step_count, steps), desc="grpo", disable=not progress):
             history.append(self.step())
+            if log is not None:
+                log(history[-1])
         return history

@@ -71,6 +71,22 @@ def part_of(param_name: str) -> str:
     return "llm"
 
 
+def load_profiled_yaml(path: Path, profile: str, **overrides: Any) -> dict:
+    """A run file's settings at ``profile``: top-level keys are defaults, ``profiles.<profile>`` overrides them."""
+    spec = yaml.safe_load(path.read_text())
+    per_profile = spec.pop("profiles", {}) or {}
+    if profile not in per_profile:
+        raise KeyError(f"{path.stem!r} has no settings for profile {profile!r}; it has {sorted(per_profile)}")
+    return {**spec, **(per_profile[profile] or {}), **overrides}
+
+
+def check_keys(spec: dict, cls: type, source: str) -> None:
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(spec) - fields)
+    if unknown:
+        raise ValueError(f"{source}: unknown keys {unknown}; a {cls.__name__} has {sorted(fields)}")
+
+
 def load_stage(name_or_path: str | Path, profile: str, **overrides: Any) -> Stage:
     """A stage from its YAML file (``experiments/pretrain/<name>.yaml`` or a path) at ``profile``.
 
@@ -83,17 +99,13 @@ def load_stage(name_or_path: str | Path, profile: str, **overrides: Any) -> Stag
     if not path.exists():
         known = sorted(p.stem for p in STAGE_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"no stage file {path}; stages under {STAGE_DIR}: {known}")
-    spec = yaml.safe_load(path.read_text())
-    per_profile = spec.pop("profiles", {}) or {}
-    if profile not in per_profile:
-        raise KeyError(f"stage {path.stem!r} has no settings for profile {profile!r}; it has {sorted(per_profile)}")
-    spec = {**spec, **(per_profile[profile] or {}), **overrides}
+    try:
+        spec = load_profiled_yaml(path, profile, **overrides)
+    except KeyError as err:
+        raise KeyError(f"stage {err.args[0]}") from None
     spec.setdefault("name", path.stem)
     tokens = spec.pop("tokens", None)
-    fields = {f.name for f in dataclasses.fields(Stage)}
-    unknown = sorted(set(spec) - fields)
-    if unknown:
-        raise ValueError(f"{path.name}: unknown keys {unknown}; a stage has {sorted(fields)}")
+    check_keys(spec, Stage, path.name)
     if tokens is not None and "steps" not in spec:
         per_step = spec.get("row_tokens", Stage.row_tokens) * spec.get("rows_per_step", Stage.rows_per_step)
         spec["steps"] = max(1, round(float(tokens) / per_step))

@@ -6,8 +6,11 @@ sample, byte for byte, so a data stream is resumable from an index and nothing n
 Each generator is ``(rng: random.Random, difficulty: float) -> Sample``, with
 ``rng = random.Random(f"{task}/{seed}/{index}")``: no global random state anywhere. ``scene`` holds
 the shapes, colours, rendering and the ``Sample`` dataclass; each module's docstring says exactly
-what its difficulty changes. ``difficulty`` is in [0, 1]; 0.5 is the default, small and templated
-enough for a ~5M-parameter model to learn in minutes; 1.0 is the hard end:
+what its difficulty changes. ``difficulty`` is in [0, 1]; 0.5 is the default, 1.0 the hard end; the
+cpu profile's stages train and evaluate at 0.3 (see experiments/pretrain/). In the scene tasks
+(caption, grounding, counting) objects sit on the 28-pixel grid of merged vision tokens with
+probability 1 - difficulty, so at the easy end each object fills whole tokens. Backgrounds are the
+image processor's mean colour (scene.BACKGROUND says why):
 
 | task | module | reward needs (``answer``) | difficulty raises |
 |---|---|---|---|

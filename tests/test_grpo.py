@@ -93,3 +93,16 @@ def test_dynamic_sampling_drops_groups_without_spread(processor, tmp_path):
     record = t.step()
     assert record["groups_kept"] == 0 and "loss" not in record
     assert all(torch.equal(p, before[n]) for n, p in t.model.named_parameters())
+
+
+def test_rl_files_load_for_every_profile_and_reject_unknown_keys(tmp_path):
+    from mimolab.rl.grpo import RL_DIR, load_grpo_config
+
+    for path in RL_DIR.glob("*.yaml"):
+        for profile in ("smoke", "cpu", "gpu", "mimo-vl-7b"):
+            cfg = load_grpo_config(path, profile)
+            assert cfg.updates_per_batch == 1 and cfg.kl_coef == 0.0  # on-policy, no KL: MiMo-VL's choice
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tasks: {counting: 1.0}\nepochs: 3\nprofiles: {cpu: {}}\n")
+    with pytest.raises(ValueError, match="epochs"):
+        load_grpo_config(bad, "cpu")

@@ -181,7 +181,8 @@ class Reward:
                 values.append(None)
                 self.last_reasons.append(None)
                 continue
-            sample = {"answer": (answer or [{}] * n)[i], **{k: v[i] for k, v in columns.items() if isinstance(v, list)}}
+            sample = {"answer": (answer or [{}] * n)[i],  # plain columns only: they travel to the worker process
+                      **{k: v[i] for k, v in columns.items() if isinstance(v, list) and k != "samples"}}
             try:
                 reply = completion_text(completion)
                 future = self._executor().submit(_score_one, task[i], reply, sample, self.scorer)

@@ -26,7 +26,7 @@ RL_INDEX_BASE = 2 * 10**6  # RL prompts come from their own range of world indic
 def combined_reward(rewards: list, completions: list[str], samples: list) -> list[float]:
     """Each completion's reward: the mean of the reward functions that apply to its task (0 if none do)."""
     columns = {"task": [s.task for s in samples], "answer": [s.answer for s in samples],
-               "reference": [s.reply for s in samples]}
+               "reference": [s.reply for s in samples], "samples": samples}  # samples: for reward models
     per_function = [fn(completions, **columns) for fn in rewards]
     out = []
     for i in range(len(completions)):

@@ -111,7 +111,8 @@ def write_report(run_dir: Path, profile: str, results: list, final_scores: list[
         if result.eval:
             lines += [f"**{result.name}**", "", scores_table(result.eval), ""]
     lines += ["## Final model: every task, held-out", "",
-              "Chance is measured: each sample's reference scored against another sample's reference.", "",
+              "Chance is measured: the score of the best blind answer (one held-out reference given to every sample). "
+              "z: score minus chance in standard errors of the paired difference.", "",
               scores_table(final_scores), ""]
     score_figure(final_scores, figures / "final_scores.png")
     above = [r["task"] for r in final_scores if (r.get("z") is None and r["score"] > r["chance"])

@@ -98,7 +98,7 @@ def test_dynamic_sampling_drops_groups_without_spread(processor, tmp_path):
 def test_rl_files_load_for_every_profile_and_reject_unknown_keys(tmp_path):
     from mimolab.rl.grpo import RL_DIR, load_grpo_config
 
-    for path in RL_DIR.glob("*.yaml"):
+    for path in RL_DIR.glob("grpo*.yaml"):  # the GRPO runs (reward_models.yaml has its own keys)
         for profile in ("smoke", "cpu", "gpu", "mimo-vl-7b"):
             cfg = load_grpo_config(path, profile)
             assert cfg.updates_per_batch == 1 and cfg.kl_coef == 0.0  # on-policy, no KL: MiMo-VL's choice

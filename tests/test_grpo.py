@@ -106,3 +106,15 @@ def test_rl_files_load_for_every_profile_and_reject_unknown_keys(tmp_path):
     bad.write_text("tasks: {counting: 1.0}\nepochs: 3\nprofiles: {cpu: {}}\n")
     with pytest.raises(ValueError, match="epochs"):
         load_grpo_config(bad, "cpu")
+
+
+def test_a_resumed_grpo_run_continues_exactly(processor, tmp_path):
+    straight = trainer(processor, tmp_path / "a").train(steps=3, progress=False)
+    first = trainer(processor, tmp_path / "b")
+    first.train(steps=2, progress=False, checkpoint_every=2)
+    again = trainer(processor, tmp_path / "b")  # a new process: fresh model, then the checkpoint
+    assert again.resume() and again.step_count == 2
+    tail = again.train(steps=3, progress=False)
+    assert [r["step"] for r in tail] == [3]
+    for key in ("reward", "loss", "response_length"):
+        assert tail[0][key] == pytest.approx(straight[2][key], abs=1e-5), key

@@ -159,8 +159,9 @@ class GRPOTrainer:
             stats.update(loss=float(loss.detach()), grad_norm=float(grad_norm), **stats_now)
         return stats
 
-    def train(self, steps: int | None = None, progress: bool = True, log=None) -> list[dict]:
-        """Run to ``steps`` (default: the config's); ``log(record)`` after each step (a live plot)."""
+    def train(self, steps: int | None = None, progress: bool = True, log=None, checkpoint_every: int = 0) -> list[dict]:
+        """Run to ``steps`` (default: the config's); ``log(record)`` after each step (a live plot);
+        a checkpoint every ``checkpoint_every`` steps (0: none) and at the end."""
         from tqdm.auto import tqdm
 
         steps = self.cfg.steps if steps is None else steps
@@ -169,4 +170,38 @@ class GRPOTrainer:
             history.append(self.step())
             if log is not None:
                 log(history[-1])
+            if checkpoint_every and (self.step_count % checkpoint_every == 0 or self.step_count == steps):
+                self.save_checkpoint()
         return history
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        """Model (+ adapters), optimizer, step, prompt stream and RNG, written atomically."""
+        import tempfile
+
+        from mimolab.model.checkpoint import replace_dir
+        from mimolab.train.loop import save_model
+
+        final = self.run_dir / "checkpoints" / f"step-{self.step_count:06d}"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+        save_model(self.model, tmp / "model")
+        torch.save({"step": self.step_count, "optimizer": self.optimizer.state_dict(), "rng": self.rng.getstate(),
+                    "next_index": dict(self.next_index)}, tmp / "grpo_state.pt")
+        replace_dir(tmp, final)
+        return final
+
+    def resume(self, checkpoint: str | Path | None = None) -> bool:
+        """Continue from the latest (or a given) checkpoint of this run; False when there is none."""
+        from mimolab.train.loop import load_model_into
+
+        found = sorted((self.run_dir / "checkpoints").glob("step-*"))
+        checkpoint = Path(checkpoint) if checkpoint else (found[-1] if found else None)
+        if checkpoint is None:
+            return False
+        load_model_into(self.model, checkpoint / "model")
+        state = torch.load(checkpoint / "grpo_state.pt", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rng.setstate(state["rng"])
+        self.step_count, self.next_index = state["step"], defaultdict(int, state["next_index"])
+        return True

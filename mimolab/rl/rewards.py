@@ -34,7 +34,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from mimolab.eval.metrics import final_answer, math_equal, parse_boxes, parse_span, score, seconds, span_iou
+from mimolab.eval.metrics import final_answer, math_equal, parse_boxes, parse_span, score, span_iou
 
 CLICK = re.compile(r"click\(\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\)")
 
@@ -210,4 +210,4 @@ def default_rewards(timeout: float = 5.0, format_reward: bool = False) -> list[R
     return rewards
 
 
-__all__ = ["Reward", "SCORERS", "completion_text", "default_rewards", "giou", "seconds", "to_original"]
+__all__ = ["Reward", "SCORERS", "completion_text", "default_rewards", "giou", "to_original"]

@@ -15,7 +15,6 @@ renamed into place, so a crash mid-write leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import shutil
 import tempfile

@@ -22,7 +22,8 @@ predicted box or point is rescaled to the original frame before it is compared.
 
 Every call runs under a time limit (sympy inside math-verify can hang on hostile input): the work
 happens in a worker process that is killed after ``timeout`` seconds, and the sample scores 0 with
-the reason ``timeout``.
+the reason ``timeout``. The worker is started with ``spawn`` (safe beside torch's threads), so a
+script that calls rewards needs the usual ``if __name__ == "__main__":`` guard; notebooks do not.
 """
 
 from __future__ import annotations

@@ -83,6 +83,24 @@ def collate_packed(samples: list[TokenizedSample], budget: int, pad_id: int) -> 
     )
 
 
+def collate_left_padded(samples: list[TokenizedSample], pad_id: int) -> dict[str, torch.Tensor]:
+    """A left-padded batch (input_ids, attention_mask and the vision inputs of every row, in row order)
+    for generation; a sample repeated in the list is processed once and its pixels reused."""
+    width = max(len(s) for s in samples)
+    ids = torch.tensor([[pad_id] * (width - len(s)) + s.input_ids for s in samples])
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in samples])
+    batch = {"input_ids": ids, "attention_mask": mask}
+    for pix, grid in (("pixel_values", "image_grid_thw"), ("pixel_values_videos", "video_grid_thw")):
+        parts = [getattr(s, pix) for s in samples if getattr(s, pix) is not None]
+        if parts:
+            batch[pix] = torch.cat(parts)
+            batch[grid] = torch.tensor([g for s in samples for g in getattr(s, grid)], dtype=torch.long)
+    seconds = [x for s in samples for x in s.second_per_grid_ts]
+    if seconds:
+        batch["second_per_grid_ts"] = torch.tensor(seconds)
+    return batch
+
+
 @dataclass
 class PackingStats:
     rows: int = 0

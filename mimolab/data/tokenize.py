@@ -131,6 +131,19 @@ def _truncate(ids, labels, vis, max_length: int, config: MiMoVLConfig):
     return ids, labels, vis
 
 
+def vision_inputs(batch: dict) -> dict:
+    """The pixel and grid entries of a processor's output (what the model's vision path and make_sample take)."""
+    return {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
+
+
+def templated_sample(processor: MiMoVLProcessor, config: MiMoVLConfig, text: str, images: list, videos: list,
+                     task: str) -> TokenizedSample:
+    """A chat text (template already applied) with its media, tokenised with positions and no targets."""
+    inputs = processor([text], images=images or None, videos=videos or None)
+    ids = inputs["input_ids"][0].tolist()
+    return make_sample(ids, [IGNORE_INDEX] * len(ids), vision_inputs(inputs), config, task)
+
+
 def make_sample(ids: list[int], labels: list[int], vis: dict, config: MiMoVLConfig, task: str) -> TokenizedSample:
     """A TokenizedSample from token ids, labels and processed vision inputs, with its 3D positions."""
     positions, _ = get_rope_index(

@@ -17,6 +17,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -135,9 +137,7 @@ def save_pretrained(model: nn.Module, path: str | Path, *, max_shard_bytes: int 
             continue  # transformers re-ties it from the embedding
         tensors[mimolab_key_to_checkpoint(name)] = tensor.detach().contiguous().cpu()
     shards = _shard(tensors, max_shard_bytes)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_directory(path) as tmp:
         hf = config.to_hf_dict()
         hf["dtype"] = str(next(iter(tensors.values())).dtype).removeprefix("torch.")
         (tmp / "config.json").write_text(json.dumps(hf, indent=2))
@@ -152,10 +152,6 @@ def save_pretrained(model: nn.Module, path: str | Path, *, max_shard_bytes: int 
                 total += sum(t.numel() * t.element_size() for t in shard.values())
             index = {"metadata": {"total_size": total}, "weight_map": weight_map}
             (tmp / INDEX_FILE).write_text(json.dumps(index, indent=2))
-        replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _shard(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, torch.Tensor]]:
@@ -168,6 +164,21 @@ def _shard(tensors: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, t
         shards[-1][key] = t
         size += nbytes
     return shards
+
+
+@contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """Write a directory all at once: yields an empty temporary sibling of ``target``, which replaces
+    ``target`` when the block ends and is deleted if the block raises (a reader never sees half of it)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def replace_dir(new: Path, target: Path) -> None:

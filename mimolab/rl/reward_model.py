@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from mimolab.data.packing import collate_packed
-from mimolab.data.tokenize import make_sample
+from mimolab.data.tokenize import templated_sample
 from mimolab.data.world import generate
 from mimolab.data.world.scene import COLORS
 
@@ -113,10 +113,7 @@ def tokenize_response(processor, config, sample, response: str):
     messages = [m for m in sample.messages if m["role"] == "user"] + [
         {"role": "assistant", "content": [{"type": "text", "text": response}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=False)
-    inputs = processor([text], images=sample.images or None, videos=sample.videos or None)
-    vis = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
-    ids = inputs["input_ids"][0].tolist()
-    return make_sample(ids, [-100] * len(ids), vis, config, sample.task)
+    return templated_sample(processor, config, text, sample.images, sample.videos, sample.task)
 
 
 def pair_scores(model: RewardModel, processor, pairs: list[Pair], row_tokens: int = 2048) -> torch.Tensor:

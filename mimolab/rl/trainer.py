@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from mimolab.data.packing import collate_left_padded
+from mimolab.data.tokenize import templated_sample
 from mimolab.data.world import generate as world_sample
 from mimolab.model.generation import generate
 from mimolab.rl.grpo import GRPOConfig, Rollout, completion_logprobs, group_advantages, policy_loss
@@ -63,32 +65,18 @@ class GRPOTrainer:
             self.next_index[task] += 1
         return samples
 
-    def _prompt_inputs(self, samples: list) -> dict:
-        texts = [self.processor.apply_chat_template([m for m in s.messages if m["role"] == "user"]) for s in samples]
-        images = [im for s in samples for im in s.images]
-        videos = [v for s in samples for v in s.videos]
-        return self.processor(texts, images=images or None, videos=videos or None)
-
     @torch.no_grad()
     def rollout(self, samples: list) -> list[list[Rollout]]:
-        """``group_size`` sampled completions of each prompt."""
-        from mimolab.data.tokenize import make_sample
-
+        """``group_size`` sampled completions of each prompt (each prompt's images processed once)."""
         g = self.cfg.group_size
-        repeated = [s for s in samples for _ in range(g)]
-        inputs = self._prompt_inputs(repeated)
-        mask = inputs["attention_mask"]
-        vision = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
+        prompts = [templated_sample(self.processor, self.model.config,
+                                    self.processor.apply_chat_template([m for m in s.messages if m["role"] == "user"]),
+                                    s.images, s.videos, s.task) for s in samples]
+        batch = collate_left_padded([p for p in prompts for _ in range(g)], self.model.config.pad_token_id)
         self.model.eval()
-        out = generate(self.model, inputs["input_ids"], mask, tokenizer=self.processor.tokenizer, do_sample=True,
-                       temperature=self.cfg.temperature, top_p=self.cfg.top_p, max_new_tokens=self.cfg.max_new_tokens,
-                       seed=self.cfg.seed * 100_003 + self.step_count, **vision)
-        prompts = []
-        for s in samples:  # each prompt tokenised alone (no padding), with its own vision inputs
-            single = self._prompt_inputs([s])
-            vis = {k: v for k, v in single.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
-            prompts.append(make_sample(single["input_ids"][0].tolist(), [-100] * single["input_ids"].shape[1], vis,
-                                       self.model.config, s.task))
+        out = generate(self.model, batch.pop("input_ids"), batch.pop("attention_mask"), tokenizer=self.processor.tokenizer,
+                       do_sample=True, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                       max_new_tokens=self.cfg.max_new_tokens, seed=self.cfg.seed * 100_003 + self.step_count, **batch)
         groups = []
         for p, s in enumerate(samples):
             groups.append([Rollout(s, prompts[p], out.sequences[p * g + j], out.logprobs[p * g + j], out.texts[p * g + j],
@@ -177,18 +165,14 @@ class GRPOTrainer:
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
         """Model (+ adapters), optimizer, step, prompt stream and RNG, written atomically."""
-        import tempfile
-
-        from mimolab.model.checkpoint import replace_dir
+        from mimolab.model.checkpoint import atomic_directory
         from mimolab.train.loop import save_model
 
         final = self.run_dir / "checkpoints" / f"step-{self.step_count:06d}"
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-        save_model(self.model, tmp / "model")
-        torch.save({"step": self.step_count, "optimizer": self.optimizer.state_dict(), "rng": self.rng.getstate(),
-                    "next_index": dict(self.next_index)}, tmp / "grpo_state.pt")
-        replace_dir(tmp, final)
+        with atomic_directory(final) as tmp:
+            save_model(self.model, tmp / "model")
+            torch.save({"step": self.step_count, "optimizer": self.optimizer.state_dict(),
+                        "rng": self.rng.getstate(), "next_index": dict(self.next_index)}, tmp / "grpo_state.pt")
         return final
 
     def resume(self, checkpoint: str | Path | None = None) -> bool:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import shutil
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -28,7 +26,7 @@ from tqdm.auto import tqdm
 
 from mimolab.data.mixture import MixtureSampler
 from mimolab.data.packing import TokenizedSample, best_fit, collate_packed
-from mimolab.model.checkpoint import replace_dir
+from mimolab.model.checkpoint import atomic_directory
 from mimolab.model.vlm import MiMoVL
 from mimolab.train.stage import Stage, part_of
 from mimolab.train.tracking import Tracker, flops_per_token, mfu, peak_flops
@@ -221,18 +219,12 @@ class Trainer:
         """Main process writes; the others wait, so no process runs ahead of a half-written checkpoint."""
         final = self.run_dir / "checkpoints" / f"step-{self.step:06d}"
         if self.is_main:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-            try:
+            with atomic_directory(final) as tmp:  # a re-run writing the same step replaces it whole
                 save_model(self.model, tmp / "model")
                 state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
                          "sampler": self.sampler.state_dict(), "pending": self.pending,
                          "rng": {"python": random.getstate(), "torch": torch.get_rng_state()}}
                 torch.save(state, tmp / STATE_FILE)
-                replace_dir(tmp, final)  # a re-run writing the same step replaces it whole
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
         if self.world > 1:
             self.accelerator.wait_for_everyone()
         return final

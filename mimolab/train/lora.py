@@ -13,9 +13,6 @@ the target patterns are regexes that match both.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch.nn as nn
@@ -23,7 +20,7 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model,
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 
-from mimolab.model.checkpoint import checkpoint_key_to_mimolab, mimolab_key_to_checkpoint
+from mimolab.model.checkpoint import atomic_directory, checkpoint_key_to_mimolab, mimolab_key_to_checkpoint
 
 LORA_TARGETS = {
     "llm": r"language_model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)",
@@ -64,23 +61,15 @@ def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
 def save_lora(model: nn.Module, path: str | Path) -> Path:
     """peft's directory format, module names as transformers' Qwen2_5_VLForConditionalGeneration has them."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = get_peft_model_state_dict(model)  # our names, adapter name removed
     tensors = {PEFT_PREFIX + mimolab_key_to_checkpoint(k): v.detach().contiguous().cpu() for k, v in state.items()}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
+    with atomic_directory(path) as tmp:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
         config = model.lora_config.to_dict()
         config.update(base_model_name_or_path=None, task_type=None, peft_type="LORA",
                       target_modules=model.lora_config.target_modules)
         config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
         (tmp / CONFIG).write_text(json.dumps(config, indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

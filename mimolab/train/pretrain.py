@@ -19,8 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import yaml
 
 from mimolab.config import MiMoVLConfig
 from mimolab.data.pipeline import world_mixture, world_processor, world_tokenizer
+from mimolab.model.checkpoint import atomic_directory
 from mimolab.model.vlm import MiMoVL
 from mimolab.processing import MiMoVLProcessor
 from mimolab.train.loop import Trainer
@@ -62,27 +61,18 @@ def get_processor(run_dir: Path) -> MiMoVLProcessor:
     """The run's processor: made (tokenizer trained on the world's text) once, then reloaded."""
     path = run_dir / "processor"
     if not (path / "tokenizer.json").exists():
-        tmp = Path(tempfile.mkdtemp(prefix=".processor-", dir=run_dir))
-        world_processor(world_tokenizer()).save_pretrained(tmp)
-        os.replace(tmp, path)
+        with atomic_directory(path) as tmp:
+            world_processor(world_tokenizer()).save_pretrained(tmp)
     return MiMoVLProcessor.from_pretrained(path)
 
 
 def save_final(model: MiMoVL, processor: MiMoVLProcessor, path: Path) -> Path:
     """Model and processor into one directory, atomically (a reader never sees half of it)."""
-    tmp = Path(tempfile.mkdtemp(prefix=".final-", dir=path.parent))
-    try:
-        from mimolab.train.loop import save_model
+    from mimolab.train.loop import save_model
 
-        save_model(model, tmp / "model")
-        for item in (tmp / "model").iterdir():
-            item.rename(tmp / item.name)
-        (tmp / "model").rmdir()
+    with atomic_directory(path) as tmp:
+        save_model(model, tmp)  # (save_pretrained writes its own temporary directory and puts it at tmp)
         processor.save_pretrained(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 

@@ -3,6 +3,7 @@ what the run measured (``metrics.jsonl``, ``eval.json``, ``final_eval.json``); n
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def loss_figure(run_dir: Path, stages: list[str], path: Path) -> Path:
         records = read_metrics(run_dir / name)
         if not records:
             continue
-        tokens = [seen + sum(r["tokens"] for r in records[: i + 1]) for i in range(len(records))]
+        tokens = [seen + t for t in itertools.accumulate(r["tokens"] for r in records)]
         ax.plot(tokens, smooth([r["loss"] for r in records]), label=name)
         ax.axvline(seen, color="grey", lw=0.5)
         seen = tokens[-1]

@@ -75,7 +75,14 @@ def test_harness_runs_a_real_model_end_to_end():
     from mimolab import MiMoVL
     from mimolab.data.pipeline import world_processor, world_tokenizer
 
+    from mimolab.eval.harness import generate_replies
+
     torch.manual_seed(0)
     model = MiMoVL.from_preset("smoke")
-    rows = evaluate(model, world_processor(world_tokenizer(n_per_task=3)), ["counting", "video"], n=3, progress=False)
+    processor = world_processor(world_tokenizer(n_per_task=3))
+    rows = evaluate(model, processor, ["counting", "video"], n=3, progress=False)
     assert [r.task for r in rows] == ["counting", "video"] and all(0 <= r.score <= 1 for r in rows)
+    # batching with left padding must not change any reply: a batch of 4 equals one at a time
+    samples = [generate(t, HELD_OUT + i) for t in ("counting", "grounding") for i in range(2)]
+    batched = generate_replies(model, processor, samples, batch_size=4, max_new_tokens=20)
+    assert batched == generate_replies(model, processor, samples, 1, max_new_tokens=20)

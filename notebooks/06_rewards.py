@@ -2,13 +2,17 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
 #     name: python3
 # ---
 
-# %% [markdown]
 # %% [markdown]
 # # 06 · Verifiable rewards
 #
@@ -17,7 +21,8 @@
 # for GUI clicks, exact match for counting, IoU of time spans for temporal video grounding. No
 # format reward. mimolab's rewards take TRL's signature, `reward(completions, **columns)`, and
 # return one number in [0, 1] per completion, or None where the sample belongs to another task.
-# This notebook calls each of them on real world samples and on broken answers.
+# This notebook calls each of them on real world samples and on broken answers, then puts them
+# behind the router and the HTTP reward service that GRPO uses.
 
 # %% tags=["parameters"]
 profile = None  # rewards do not depend on the profile; kept for a uniform interface
@@ -83,5 +88,30 @@ pd.Series({"resized to": resized, "answer": answer, "reward, rescaled": with_siz
 slow = default_rewards(timeout=2.0)[0]
 values = slow(["\\boxed{9^{9^{9^{9}}}}", "\\boxed{4}"], task=["text_reasoning"] * 2, answer=[{"number": 4}] * 2)
 print(values, slow.last_reasons)
-for r in [slow, *rewards.values()]:
-    r.close()
+slow.close()
+
+# %% [markdown]
+# ## 4. The router and the reward service
+# `RewardRouter` sends each completion to the rewards of its task and returns the total in [0, 1]
+# with a breakdown per component (None: that reward does not apply). The same router runs as a
+# local HTTP service (FastAPI under uvicorn, bound to 127.0.0.1); `RemoteRewards` is its client,
+# with batching, a time limit per request and retries. Both must give the same numbers.
+
+# %%
+from mimolab.rl.service import RemoteRewards, RewardRouter, RewardServer
+from mimolab.rl.trainer import reward_columns
+
+samples, completions = [], []
+for task in ("counting", "grounding", "video", "visual_math", "caption"):
+    sample = generate(task, 7)
+    samples += [sample, sample]
+    completions += [sample.reply, "no idea"]
+router = RewardRouter(list(rewards.values()))
+local = router.score(completions, **reward_columns(samples))
+with RewardServer(["verifiable"]) as server:
+    client = RemoteRewards(server.url, batch_size=4)
+    remote = client.score(completions, **reward_columns(samples))
+router.close()
+print(f"service at {server.url}: {client.attempts} requests, same totals as in-process: {remote.total == local.total}")
+pd.DataFrame({"task": [s.task for s in samples], "completion": [c[:40] for c in completions], "total": local.total,
+              **local.components})

@@ -35,7 +35,7 @@ def test_pairs_differ_in_the_way_their_kind_says():
             assert p.rejected.startswith(p.chosen) and len(p.rejected) > len(p.chosen)
 
 
-def test_training_separates_held_out_pairs_and_serves_as_a_reward(processor):
+def test_training_separates_held_out_pairs_and_serves_as_a_reward(processor, tmp_path):
     torch.manual_seed(0)
     model = RewardModel(MiMoVL.from_preset("smoke"))
     train, held_out = preference_pairs(TEXT_TASKS, 96), preference_pairs(TEXT_TASKS, 48, start=10**6)
@@ -53,3 +53,16 @@ def test_training_separates_held_out_pairs_and_serves_as_a_reward(processor):
     assert values[2] is None and all(0.0 < v < 1.0 for v in values[:2])
     with pytest.raises(ValueError, match="samples"):
         reward(["x"])
+
+    # saved and loaded (as the reward service does, from a spec) it scores the same, over the wire too
+    from mimolab.rl.reward_model import save_reward_model
+    from mimolab.rl.service import RewardRouter, load_rewards, sample_from_wire, sample_to_wire
+
+    path = save_reward_model(model, processor, tmp_path / "text_rm")
+    (loaded,) = load_rewards([f"reward_model={path}:text,text_reasoning"])
+    assert loaded.__name__ == "rm_text_rm" and loaded.tasks == TEXT_TASKS
+    wired = [sample_from_wire(sample_to_wire(s)) for s in (pair.sample, pair.sample, other)]
+    again = RewardRouter([loaded]).score([pair.chosen, pair.rejected, "3"], samples=wired, task=[s.task for s in wired])
+    assert again.components["rm_text_rm"] == pytest.approx(values, abs=1e-6)
+    with pytest.raises(FileNotFoundError, match="score_head"):
+        load_rewards([f"reward_model={tmp_path}"])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -30,6 +31,7 @@ FILLER = (" Let me restate that to be sure.", " To say it once more in other wor
           " I have checked this again and it still holds.")
 TEXT_TASKS = ("text", "text_reasoning")
 MULTIMODAL_TASKS = ("caption", "counting", "visual_math", "chart")
+SCORE_HEAD = "score_head.safetensors"
 
 
 @dataclass
@@ -174,3 +176,34 @@ class RewardModelReward:
             for i, value in zip(wanted, torch.sigmoid(self.model.forward_packed(flat, 4096)).tolist()):
                 out[i] = value
         return out
+
+
+def save_reward_model(model: RewardModel, processor, path: str | Path) -> Path:
+    """The VLM (Qwen2.5-VL directory), its processor and the score head, written atomically."""
+    from safetensors.torch import save_file
+
+    from mimolab.model.checkpoint import atomic_directory
+
+    path = Path(path)
+    with atomic_directory(path) as tmp:
+        model.vlm.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        save_file({k: v.detach().contiguous() for k, v in model.score.state_dict().items()}, str(tmp / SCORE_HEAD))
+    return path
+
+
+def load_reward_model_reward(path: str | Path, tasks: tuple[str, ...] | None = None,
+                             name: str | None = None) -> RewardModelReward:
+    """A reward from a directory ``save_reward_model`` wrote (named ``rm_<directory name>`` by default)."""
+    from safetensors.torch import load_file
+
+    from mimolab.model.vlm import MiMoVL
+    from mimolab.processing import MiMoVLProcessor
+
+    path = Path(path)
+    if not (path / SCORE_HEAD).exists():
+        raise FileNotFoundError(f"{path} holds no {SCORE_HEAD}: not a reward model saved by save_reward_model")
+    model = RewardModel(MiMoVL.from_pretrained(path))
+    model.score.load_state_dict(load_file(str(path / SCORE_HEAD)))
+    return RewardModelReward(model.eval(), MiMoVLProcessor.from_pretrained(path), tasks, name or f"rm_{path.name}")
+

@@ -20,21 +20,16 @@ from mimolab.data.world import generate as world_sample
 from mimolab.model.generation import generate
 from mimolab.rl.grpo import GRPOConfig, Rollout, completion_logprobs, group_advantages, policy_loss
 from mimolab.rl.rewards import default_rewards
+from mimolab.rl.service import RewardRouter, RewardServiceError
 from mimolab.train.tracking import Tracker
 
 RL_INDEX_BASE = 2 * 10**6  # RL prompts come from their own range of world indices (not pre-training's, not held-out)
 
 
-def combined_reward(rewards: list, completions: list[str], samples: list) -> list[float]:
-    """Each completion's reward: the mean of the reward functions that apply to its task (0 if none do)."""
-    columns = {"task": [s.task for s in samples], "answer": [s.answer for s in samples],
-               "reference": [s.reply for s in samples], "samples": samples}  # samples: for reward models
-    per_function = [fn(completions, **columns) for fn in rewards]
-    out = []
-    for i in range(len(completions)):
-        values = [v[i] for v in per_function if v[i] is not None]
-        out.append(sum(values) / len(values) if values else 0.0)
-    return out
+def reward_columns(samples: list) -> dict:
+    """The per-sample columns every reward gets (``samples``: the prompts, for reward models)."""
+    return {"task": [s.task for s in samples], "answer": [s.answer for s in samples],
+            "reference": [s.reply for s in samples], "samples": samples}
 
 
 class GRPOTrainer:
@@ -44,7 +39,9 @@ class GRPOTrainer:
 
         self.model, self.processor, self.cfg = model, processor, cfg
         self.run_dir = Path(run_dir)
-        self.rewards = rewards if rewards is not None else default_rewards()
+        # a router (in-process or RemoteRewards) as given; a list of TRL-style rewards gets one in-process
+        rewards = default_rewards() if rewards is None else rewards
+        self.rewards = rewards if hasattr(rewards, "score") else RewardRouter(rewards)
         self.tracker = tracker
         self.lora = has_lora(model)
         self.reference = None if self.lora else copy.deepcopy(model).eval().requires_grad_(False)
@@ -99,12 +96,27 @@ class GRPOTrainer:
                         layer.enable_adapters(True)
             return completion_logprobs(self.reference, samples, self.cfg.temperature, self.cfg.row_tokens)[0]
 
+    def score(self, groups: list[list[Rollout]], stream_state: tuple) -> tuple[torch.Tensor, dict[str, float]]:
+        """(prompts, group_size) rewards and each component's mean. If the reward service is gone after its
+        retries: rewind the prompt stream to before this step, save a checkpoint, stop with a clear error."""
+        flat = [r for grp in groups for r in grp]
+        try:
+            scored = self.rewards.score([r.text for r in flat], **reward_columns([r.sample for r in flat]))
+        except RewardServiceError as err:
+            self.rng.setstate(stream_state[0])
+            self.next_index = defaultdict(int, stream_state[1])
+            path = self.save_checkpoint()
+            raise RewardServiceError(f"{err}\nGRPO stopped before step {self.step_count + 1}; checkpoint saved at "
+                                     f"{path}. Restart the reward service, then GRPOTrainer.resume() continues "
+                                     "exactly where this run stopped.") from err
+        return torch.tensor(scored.total).view(len(groups), -1), scored.means()
+
     def step(self) -> dict:
         cfg = self.cfg
+        stream_state = (self.rng.getstate(), dict(self.next_index))
         samples = self.draw_prompts()
         groups = self.rollout(samples)
-        rewards = torch.tensor([combined_reward(self.rewards, [r.text for r in grp], [r.sample for r in grp])
-                                for grp in groups])
+        rewards, components = self.score(groups, stream_state)
         keep = rewards.std(dim=1, unbiased=False) >= cfg.min_group_std
         advantages = group_advantages(rewards)
         kept = [(r, float(a)) for grp, adv, k in zip(groups, advantages, keep) if k for r, a in zip(grp, adv)]
@@ -114,6 +126,7 @@ class GRPOTrainer:
             rows = [i for i, s in enumerate(samples) if s.task == task]
             record[f"reward/{task}"] = float(rewards[rows].mean())
             record[f"response_length/{task}"] = sum(len(r.tokens) for i in rows for r in groups[i]) / (len(rows) * cfg.group_size)
+        record.update({f"reward_component/{name}": value for name, value in components.items()})
         if kept:
             record.update(self._update([r for r, _ in kept], torch.tensor([a for _, a in kept])))
         self.step_count += 1

@@ -46,9 +46,14 @@ class StageResult:
     eval: list[dict]  # held-out scores on the stage's eval_tasks (may be empty)
 
 
+def runs_root() -> Path:
+    """``$MIMOLAB_RUNS``, by default the repository's ``runs/``: every run directory lives below it."""
+    return Path(os.environ.get("MIMOLAB_RUNS", STAGE_DIR.parents[1] / "runs"))
+
+
 def default_run_dir(profile: str) -> Path:
-    """``$MIMOLAB_RUNS/<profile>/pretrain``; MIMOLAB_RUNS defaults to the repository's ``runs/``."""
-    return Path(os.environ.get("MIMOLAB_RUNS", STAGE_DIR.parents[1] / "runs")) / profile / "pretrain"
+    """``$MIMOLAB_RUNS/<profile>/pretrain``."""
+    return runs_root() / profile / "pretrain"
 
 
 def stages_for(profile: str) -> list[str]:

@@ -1,0 +1,39 @@
+"""A tiny checkpoint that has learnt one answer: asked about one image, it replies with a known box.
+The demo's tests use it so that the model, not a stub, writes the answer the overlay draws."""
+
+from pathlib import Path
+
+import torch
+
+from mimolab import MiMoVL
+from mimolab.data.packing import collate_packed
+from mimolab.data.pipeline import world_processor, world_tokenizer
+from mimolab.data.tokenize import IGNORE_INDEX, make_sample, templated_sample
+from mimolab.train.pretrain import save_final
+
+QUESTION = "Locate the red circle and output its bbox coordinates in JSON format."
+BOX = [28, 56, 84, 112]  # in the pixels of the image as the processor resizes it
+REPLY = f'[{{"bbox_2d": {BOX}, "label": "red circle"}}]'
+
+
+def box_checkpoint(path: Path, image, steps: int = 80) -> Path:
+    """Train the smoke preset until its greedy no-think answer to QUESTION about ``image`` is REPLY."""
+    processor = world_processor(world_tokenizer(n_per_task=3))
+    torch.manual_seed(0)
+    model = MiMoVL.from_preset("smoke")
+    messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": QUESTION}]}]
+    prompt = processor.apply_chat_template(messages, enable_thinking=False)
+    full = templated_sample(processor, model.config, prompt + REPLY + "<|im_end|>", [image], [], "grounding")
+    n_prompt = len(templated_sample(processor, model.config, prompt, [image], [], "grounding"))
+    assert full.input_ids[:n_prompt] == templated_sample(processor, model.config, prompt, [image], [], "grounding").input_ids
+    labels = [IGNORE_INDEX] * n_prompt + full.input_ids[n_prompt:]
+    vis = {"pixel_values": full.pixel_values, "image_grid_thw": torch.tensor(full.image_grid_thw)}
+    sample = make_sample(full.input_ids, labels, vis, model.config, "grounding")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    inputs = collate_packed([sample], len(sample), model.config.pad_token_id).model_inputs()
+    model.train()
+    for _ in range(steps):
+        model(**inputs).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return save_final(model.eval(), processor, path)

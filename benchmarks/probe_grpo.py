@@ -38,8 +38,7 @@ def main() -> None:
     trainer = GRPOTrainer(model, processor, cfg, args.out)
     start = time.time()
     history = trainer.train(progress=True)
-    for reward in trainer.rewards:
-        reward.close()
+    trainer.close()
     mean = lambda rows, key: round(sum(r[key] for r in rows) / len(rows), 3)  # noqa: E731
     print(json.dumps({"minutes": round((time.time() - start) / 60, 1), "reward_first_10": mean(history[:10], "reward"),
                       "reward_last_10": mean(history[-10:], "reward"), "kl_ref_last": history[-1].get("kl_ref"),

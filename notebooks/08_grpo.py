@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -9,6 +14,7 @@
 # ---
 
 # %% [markdown]
+#
 # %% [markdown]
 # # 08 · MORL: on-policy GRPO from the pre-trained checkpoint
 #
@@ -61,8 +67,7 @@ live = LiveLoss("GRPO: mean reward", every=5, keys=("reward",))
 with Tracker(run_dir, cfg.__dict__, name=f"{profile}-grpo", group=f"rl-{profile}") as tracker:
     trainer = GRPOTrainer(model, processor, cfg, run_dir, tracker=tracker)
     history = trainer.train(log=live)
-    for reward in trainer.rewards:
-        reward.close()
+    trainer.close()
 curves = pd.DataFrame(history).set_index("step")
 curves.filter(regex="^reward/").rolling(5, min_periods=1).mean().plot(title="reward per task (5-step mean)",
                                                                        figsize=(8, 3));

@@ -86,3 +86,15 @@ def test_harness_runs_a_real_model_end_to_end():
     samples = [generate(t, HELD_OUT + i) for t in ("counting", "grounding") for i in range(2)]
     batched = generate_replies(model, processor, samples, batch_size=4, max_new_tokens=20)
     assert batched == generate_replies(model, processor, samples, 1, max_new_tokens=20)
+
+
+def test_paired_change_is_the_mean_difference_on_the_same_samples():
+    from mimolab.eval import paired_change
+
+    before = {"task": "counting", "metric": "exact", "score": 0.5, "n": 4, "per_sample": [1.0, 0.0, 1.0, 0.0]}
+    after = {"task": "counting", "metric": "exact", "score": 0.75, "n": 4, "per_sample": [1.0, 1.0, 1.0, 0.0]}
+    change = paired_change(before, after)
+    # differences 0, 1, 0, 0: mean 0.25, sample sd 0.5, s.e. 0.25, z 1
+    assert change["change"] == pytest.approx(0.25) and change["stderr"] == pytest.approx(0.25) and change["z"] == 1.0
+    with pytest.raises(ValueError, match="same samples"):
+        paired_change(before, {**after, "per_sample": [1.0]})

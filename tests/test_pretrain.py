@@ -67,6 +67,16 @@ def test_pipeline_writes_checkpoints_metrics_and_report(smoke_run):
     scores = json.loads((run_dir / "final_eval.json").read_text())
     assert {r["task"] for r in scores} >= {"caption", "ocr", "grounding", "counting", "video", "visual_math"}
     assert all(0 <= r["score"] <= 1 and 0 <= r["chance"] <= 1 for r in scores)
+    # MORL ran from the last stage: its steps logged, its final model saved, the paired changes consistent
+    morl = json.loads((run_dir / "morl" / "morl.json").read_text())
+    assert morl["start"] == str(run_dir / STAGES[-1] / "final") and (run_dir / "morl" / "final" / "config.json").exists()
+    steps = [json.loads(line)["step"] for line in (run_dir / "morl" / "metrics.jsonl").read_text().splitlines()
+             if "reward" in json.loads(line)]
+    assert steps == list(range(1, morl["steps"] + 1))
+    for before, after, change in zip(morl["before"], morl["after"], morl["changes"]):
+        assert change["task"] == before["task"] == after["task"]
+        assert change["change"] == pytest.approx(after["score"] - before["score"], abs=1e-9)
+    assert "## MORL" in text and f"| {morl['changes'][0]['task']} |" in text.split("## MORL")[1]
 
 
 def test_frozen_parts_are_bit_identical_across_stages(smoke_run):

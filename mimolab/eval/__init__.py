@@ -5,7 +5,7 @@ workers import them in a fresh process)."""
 
 from mimolab.eval.metrics import score
 
-_HARNESS = ("HELD_OUT", "TaskScore", "evaluate", "markdown_table")
+_HARNESS = ("HELD_OUT", "TaskScore", "evaluate", "markdown_table", "paired_change")
 
 
 def __getattr__(name: str):

@@ -15,7 +15,7 @@ share of the most common count; for boxes, the box that happens to overlap most 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm.auto import tqdm
@@ -39,6 +39,7 @@ class TaskScore:
     stderr: float  # standard error of that mean
     chance: float  # the best blind answer's score (see the module docstring)
     n: int
+    per_sample: list[float] = field(default_factory=list, repr=False)  # held-out index order: pairs two runs
 
     @property
     def z(self) -> float:
@@ -102,8 +103,19 @@ def evaluate(model, processor, tasks: list[str] | None = None, *, n: int = 32, s
         blind = best_blind_scores(task, samples)
         mean, _ = _mean_stderr(scores)
         _, diff_err = _mean_stderr([a - b for a, b in zip(scores, blind)])  # paired: same samples
-        rows.append(TaskScore(task, METRICS.get(task, "score"), mean, diff_err, sum(blind) / n, n))
+        rows.append(TaskScore(task, METRICS.get(task, "score"), mean, diff_err, sum(blind) / n, n, scores))
     return rows
+
+
+def paired_change(before: dict, after: dict) -> dict:
+    """The change of one task's score between two evaluations of the same held-out samples (``as_dict``
+    rows with ``per_sample``): mean difference, its standard error and z."""
+    if before["task"] != after["task"] or len(before["per_sample"]) != len(after["per_sample"]):
+        raise ValueError("paired_change needs two evaluations of the same task on the same samples")
+    change, stderr = _mean_stderr([b - a for a, b in zip(before["per_sample"], after["per_sample"])])
+    z = change / stderr if stderr > 0 else (0.0 if change == 0 else math.copysign(math.inf, change))
+    return {"task": before["task"], "metric": before["metric"], "before": before["score"], "after": after["score"],
+            "change": change, "stderr": stderr, "z": round(z, 2) if math.isfinite(z) else None, "n": before["n"]}
 
 
 def markdown_table(rows: list[TaskScore]) -> str:

@@ -50,6 +50,7 @@ class GRPOConfig:
     row_tokens: int = 2048
     difficulty: float = 0.3
     seed: int = 0
+    checkpoint_every: int = 10  # steps between checkpoints in pipeline runs (0: only at the end)
 
     def __post_init__(self) -> None:
         if self.loss_agg not in LOSS_AGGREGATIONS:

@@ -175,6 +175,11 @@ class GRPOTrainer:
                 self.save_checkpoint()
         return history
 
+    def close(self) -> None:
+        """Stop the rewards' worker processes (or the service client)."""
+        if hasattr(self.rewards, "close"):
+            self.rewards.close()
+
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
         """Model (+ adapters), optimizer, step, prompt stream and RNG, written atomically."""

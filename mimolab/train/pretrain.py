@@ -148,9 +148,11 @@ def _read_eval(stage_dir: Path) -> list[dict]:
 
 
 def run_pipeline(profile: str = "cpu", run_dir: str | Path | None = None, *, tracking: str | None = None,
-                 progress: bool = True, eval_n: int = 32, final_eval_n: int | None = None) -> Path:
-    """Every stage of the profile, then the held-out evaluation on all tasks and the report."""
+                 progress: bool = True, eval_n: int = 32, final_eval_n: int | None = None, morl: bool = True) -> Path:
+    """Every stage of the profile, the held-out evaluation on all tasks, MORL (GRPO from the last
+    stage, RL tasks scored before and after; ``morl=False`` stops before it) and the report."""
     from mimolab.eval import evaluate
+    from mimolab.rl.morl import run_morl
     from mimolab.train.report import write_report
 
     run_dir = Path(run_dir) if run_dir else default_run_dir(profile)
@@ -162,4 +164,6 @@ def run_pipeline(profile: str = "cpu", run_dir: str | Path | None = None, *, tra
         scores = evaluate(model, MiMoVLProcessor.from_pretrained(results[-1].final), n=final_eval_n or eval_n,
                           difficulty=results[-1].stage.difficulty, progress=progress)
         final_scores.write_text(json.dumps([row.as_dict() for row in scores], indent=2))
-    return write_report(run_dir, profile, results, json.loads(final_scores.read_text()))
+    rl = run_morl(profile, results[-1].final, run_dir / "morl", tracking=tracking, progress=progress,
+                  eval_n=final_eval_n or eval_n) if morl else None
+    return write_report(run_dir, profile, results, json.loads(final_scores.read_text()), rl)

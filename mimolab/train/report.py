@@ -83,12 +83,51 @@ def scores_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_report(run_dir: Path, profile: str, results: list, final_scores: list[dict]) -> Path:
+def morl_figure(records: list[dict], path: Path) -> Path:
+    """Reward and response length per task against GRPO steps (5-step means)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    for ax, prefix, label in ((axes[0], "reward/", "reward"), (axes[1], "response_length/", "response length (tokens)")):
+        for key in sorted({k for r in records for k in r if k.startswith(prefix)}):
+            points = [(r["step"], r[key]) for r in records if key in r]
+            ax.plot([p[0] for p in points], smooth([p[1] for p in points], 5), label=key[len(prefix):])
+        ax.set(xlabel="GRPO step", ylabel=label)
+        ax.legend(fontsize=7)
+    fig.suptitle("MORL: per-task reward and response length")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def morl_section(run_dir: Path, morl: dict) -> list[str]:
+    records = [json.loads(line) for line in (run_dir / "morl" / "metrics.jsonl").read_text().splitlines()
+               if line.strip()] if (run_dir / "morl" / "metrics.jsonl").exists() else []
+    records = list({r["step"]: r for r in records if "reward" in r}.values())
+    lines = ["## MORL: on-policy GRPO from the final checkpoint", "",
+             f"`experiments/rl/{morl['config']}.yaml`, {morl['steps']} steps. Held-out scores of the RL tasks on the "
+             "same samples before and after; change ± standard error of the paired difference, z = change / s.e.", "",
+             "| task | metric | before | after | change ± s.e. | z | n |", "|---|---|---|---|---|---|---|"]
+    for c in morl["changes"]:
+        z = c["z"] if c["z"] is not None else ("inf" if c["change"] > 0 else "-inf" if c["change"] < 0 else "0")
+        lines.append(f"| {c['task']} | {c['metric']} | {c['before']:.2f} | {c['after']:.2f} | "
+                     f"{c['change']:+.2f} ± {c['stderr']:.2f} | {z} | {c['n']} |")
+    up = [c["task"] for c in morl["changes"] if (c["z"] is None and c["change"] > 0) or (c["z"] or 0) > 2]
+    lines += ["", f"Raised by more than 2 standard errors: {', '.join(up) or 'none'}.", ""]
+    if records:
+        first, last = records[: max(1, len(records) // 5)], records[-max(1, len(records) // 5):]
+        mean = lambda rows: sum(r["reward"] for r in rows) / len(rows)  # noqa: E731
+        morl_figure(records, run_dir / "figures" / "morl.png")
+        lines += [f"Mean training reward: {mean(first):.3f} over the first fifth of the steps, "
+                  f"{mean(last):.3f} over the last fifth.", "", "![morl](figures/morl.png)", ""]
+    return lines
+
+
+def write_report(run_dir: Path, profile: str, results: list, final_scores: list[dict], morl: dict | None = None) -> Path:
     """``run_dir/report.md`` plus ``run_dir/figures/*.png``."""
     figures = run_dir / "figures"
     figures.mkdir(exist_ok=True)
     names = [r.name for r in results]
-    lines = [f"# Pre-training report: profile `{profile}`", "",
+    lines = [f"# Pipeline report: profile `{profile}`", "",
              "Every number below was measured by this run (`metrics.jsonl`, `eval.json`, `final_eval.json`).", "",
              "## Stages", "", "| stage | what | trains (lr) | steps | tokens | minutes | last-10 loss | tokens/s |",
              "|---|---|---|---|---|---|---|---|"]
@@ -122,9 +161,11 @@ def write_report(run_dir: Path, profile: str, results: list, final_scores: list[
     lines += ["![scores](figures/final_scores.png)", "",
               f"Above chance by more than 2 standard errors: {', '.join(above) or 'none'}. "
               f"Not significantly above chance: {', '.join(below) or 'none'}.", ""]
+    if morl is not None:
+        lines += morl_section(run_dir, morl)
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
     return path
 
 
-__all__ = ["loss_figure", "read_metrics", "score_figure", "scores_table", "task_loss_figure", "write_report"]
+__all__ = ["loss_figure", "morl_figure", "morl_section", "read_metrics", "score_figure", "scores_table", "task_loss_figure", "write_report"]

@@ -1,10 +1,11 @@
 """The ``mimolab`` command line.
 
     mimolab params --preset mimo-vl-7b      per-component parameter table of a preset
-    mimolab pretrain --profile cpu          the main job: stages 0-4, evaluation, report.md in runs/
+    mimolab pretrain --profile cpu          the main job: stages 0-4, evaluation, MORL, report.md in runs/
     mimolab pretrain --stage stage3_multimodal --profile cpu    one stage (and the ones it starts from)
     mimolab tour --profile cpu              notebook 00 (the model tour) executed into runs/
     mimolab notebook 03 --profile smoke     execute any numbered notebook into a run directory
+    mimolab eval CHECKPOINT --modes think,no_think --benchmark file.tsv   held-out tasks + benchmark files
     mimolab samples --out data_samples      regenerate the committed sample of every data type
 
 Each subcommand imports what it needs when it runs, so ``mimolab --help`` stays instant.
@@ -98,6 +99,18 @@ def _accelerator_if_launched():
     return None
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mimolab.eval.run import run_eval
+
+    tasks = None if args.tasks == "all" else [t for t in args.tasks.split(",") if t]
+    out = Path(args.out) if args.out else Path(args.checkpoint) / "eval"
+    rows = run_eval(args.checkpoint, tasks=tasks, n=args.n, difficulty=args.difficulty, benchmarks=args.benchmark,
+                    modes=tuple(args.modes.split(",")), out=out, limit=args.limit)
+    print((out / "results.md").read_text())
+    print(f"{len(rows)} rows written to {out}/results.{{csv,md,json,png}}")
+    return 0
+
+
 def cmd_samples(args: argparse.Namespace) -> int:
     from mimolab.data.samples import make_samples
 
@@ -133,6 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb", choices=("online", "offline", "disabled"),
                    help="W&B mode (default: WANDB_MODE, else online with an API key, else offline)")
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint: held-out world tasks and benchmark files")
+    p.add_argument("checkpoint", help="a checkpoint directory (model and processor)")
+    p.add_argument("--tasks", default="all", help="comma-separated world tasks, 'all', or '' for none")
+    p.add_argument("--n", type=int, default=40, help="held-out samples per world task")
+    p.add_argument("--difficulty", type=float, default=0.5)
+    p.add_argument("--benchmark", action="append", default=[], help="a benchmark file (MC VQA, RefCOCO, VQA; repeatable)")
+    p.add_argument("--limit", type=int, help="at most this many records per benchmark file")
+    p.add_argument("--modes", default="think", help="think, no_think or think,no_think")
+    p.add_argument("--out", help="results directory (default CHECKPOINT/eval)")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("samples", help="regenerate data_samples/ (a few records of every data type)")
     p.add_argument("--out", default="data_samples")

@@ -53,7 +53,7 @@ def test_gui_click_must_land_in_the_target():
 def test_harness_scores_a_perfect_and_a_blind_model(monkeypatch):
     import mimolab.eval.harness as harness
 
-    monkeypatch.setattr(harness, "generate_replies", lambda model, processor, samples, batch_size=16: [s.reply for s in samples])
+    monkeypatch.setattr(harness, "generate_replies", lambda model, processor, samples, batch_size=16, thinking=True: [s.reply for s in samples])
     perfect = evaluate(None, None, ["counting", "grounding"], n=20, progress=False)
     assert [r.score for r in perfect] == [1.0, 1.0] and all(r.chance < 0.6 for r in perfect)
     assert all(r.z > 3 or math.isinf(r.z) for r in perfect)
@@ -62,7 +62,7 @@ def test_harness_scores_a_perfect_and_a_blind_model(monkeypatch):
     counts = [s.answer["count"] for s in samples]
     mode = max(set(counts), key=counts.count)
     monkeypatch.setattr(harness, "generate_replies",
-                        lambda model, processor, samples, batch_size=16: [str(mode)] * len(samples))
+                        lambda model, processor, samples, batch_size=16, thinking=True: [str(mode)] * len(samples))
     blind = evaluate(None, None, ["counting"], n=20, progress=False)
     assert blind[0].score == pytest.approx(counts.count(mode) / 20) == pytest.approx(blind[0].chance)
     assert blind[0].z == 0.0

@@ -28,7 +28,8 @@ HELD_OUT = 10**6
 
 METRICS = {"counting": "exact", "chart": "exact", "interleaved": "exact", "caption": "object F1",
            "ocr": "char similarity", "grounding": "box F1@0.5", "gui": "action hit", "video": "span IoU",
-           "visual_math": "answer (math-verify)", "text_reasoning": "answer (math-verify)", "text": "char similarity"}
+           "visual_math": "answer (math-verify)", "text_reasoning": "answer (math-verify)", "text": "char similarity",
+           "mcq": "option letter", "refcoco": "acc@IoU0.5", "vqa": "exact (normalised)"}
 
 
 @dataclass
@@ -40,6 +41,7 @@ class TaskScore:
     chance: float  # the best blind answer's score (see the module docstring)
     n: int
     per_sample: list[float] = field(default_factory=list, repr=False)  # held-out index order: pairs two runs
+    mode: str = "think"  # "think" or "no_think" (an empty think block pre-filled)
 
     @property
     def z(self) -> float:
@@ -59,14 +61,17 @@ def _mean_stderr(values: list[float]) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def generate_replies(model, processor, samples: list, batch_size: int = 16, max_new_tokens: int | None = None) -> list[str]:
-    """Greedy replies to each sample's user turn, in batches (left padding)."""
+def generate_replies(model, processor, samples: list, batch_size: int = 16, max_new_tokens: int | None = None,
+                     thinking: bool = True) -> list[str]:
+    """Greedy replies to each sample's user turn, in batches (left padding). ``thinking=False`` is
+    MiMo-VL's no-think mode: the prompt ends with an empty think block."""
     tokenizer = processor.tokenizer
     model.eval()
     replies = []
     for start in range(0, len(samples), batch_size):
         batch = samples[start:start + batch_size]
-        prompts = [processor.apply_chat_template([m for m in s.messages if m["role"] == "user"]) for s in batch]
+        prompts = [processor.apply_chat_template([m for m in s.messages if m["role"] == "user"], enable_thinking=thinking)
+                   for s in batch]
         images = [im for s in batch for im in s.images]
         videos = [v for s in batch for v in s.videos]
         inputs = processor(prompts, images=images or None, videos=videos or None)
@@ -86,9 +91,36 @@ def best_blind_scores(task: str, samples: list) -> list[float]:
     return max(table, key=sum)
 
 
+def with_view_size(sample, processor):
+    """A benchmark sample's answer with ``resized_size``: the frame its boxes are answered in."""
+    if "image_size" not in sample.answer or not sample.images:
+        return sample.answer
+    grid = processor.image_processor(images=sample.images[:1], return_tensors="pt")["image_grid_thw"][0]
+    patch = processor.image_processor.patch_size
+    return {**sample.answer, "resized_size": [int(grid[2]) * patch, int(grid[1]) * patch]}
+
+
+@torch.no_grad()
+def score_samples(model, processor, task: str, samples: list, *, batch_size: int = 16, thinking: bool = True,
+                  name: str | None = None) -> TaskScore:
+    """One task's score on ``samples`` (world or benchmark file), its chance and the per-sample scores."""
+    if len(samples) < 2:
+        raise ValueError("need at least 2 samples (a mean and its standard error)")
+    replies = generate_replies(model, processor, samples, batch_size, thinking=thinking)
+    scores = [score(task, r, with_view_size(s, processor), s.reply) for r, s in zip(replies, samples)]
+    blind = best_blind_scores(task, samples)
+    mean, _ = _mean_stderr(scores)
+    _, diff_err = _mean_stderr([a - b for a, b in zip(scores, blind)])  # paired: same samples
+    n = len(samples)
+    return TaskScore(name or task, METRICS.get(task, "score"), mean, diff_err, sum(blind) / n, n, scores,
+                     "think" if thinking else "no_think")
+
+
 def evaluate(model, processor, tasks: list[str] | None = None, *, n: int = 32, seed: int = 0,
-             difficulty: float = 0.5, batch_size: int = 16, progress: bool = True) -> list[TaskScore]:
-    """Score ``n`` held-out samples of each task (default: every world task) with greedy decoding."""
+             difficulty: float = 0.5, batch_size: int = 16, progress: bool = True,
+             thinking: bool = True) -> list[TaskScore]:
+    """Score ``n`` held-out samples of each task (default: every world task) with greedy decoding;
+    ``thinking=False``: MiMo-VL's no-think mode."""
     tasks = list(TASKS) if tasks is None else tasks
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
@@ -98,12 +130,7 @@ def evaluate(model, processor, tasks: list[str] | None = None, *, n: int = 32, s
     rows = []
     for task in tqdm(tasks, desc="evaluate", disable=not progress):
         samples = [generate(task, HELD_OUT + i, seed=seed, difficulty=difficulty) for i in range(n)]
-        replies = generate_replies(model, processor, samples, batch_size)
-        scores = [score(task, r, s.answer, s.reply) for r, s in zip(replies, samples)]
-        blind = best_blind_scores(task, samples)
-        mean, _ = _mean_stderr(scores)
-        _, diff_err = _mean_stderr([a - b for a, b in zip(scores, blind)])  # paired: same samples
-        rows.append(TaskScore(task, METRICS.get(task, "score"), mean, diff_err, sum(blind) / n, n, scores))
+        rows.append(score_samples(model, processor, task, samples, batch_size=batch_size, thinking=thinking))
     return rows
 
 

@@ -18,6 +18,9 @@ it is perfect, and every parser is forgiving of surrounding text: a model that w
 | video | IoU of the time span (seconds or [mm:ss, mm:ss]); timestamped captions: mean IoU per event |
 | visual_math, text_reasoning | final answer equal (math-verify, boxed or plain, after ``</think>``) |
 | text | character similarity |
+| mcq (benchmark files) | the option letter |
+| refcoco (benchmark files) | IoU >= 0.5 of the first box, rescaled from the resized image when ``resized_size`` is given |
+| vqa (benchmark files) | normalised exact match with any of the answers |
 
 Chance is not typed in anywhere: ``mimolab.eval.harness`` measures it as the score of the best
 single blind answer (one held-out reference given to every sample).
@@ -117,6 +120,16 @@ def multiset_f1(predicted: dict[str, int], reference: dict[str, int]) -> float:
     return 2 * hits / total if total else 1.0
 
 
+def option_letter(reply: str) -> str | None:
+    """The option a multiple-choice reply picks: 'B', '(B) cat', 'B. cat', 'The answer is B.'; a capital
+    used as a word ('A cat', 'I think') is not an option."""
+    for found in re.finditer(r"(?<![A-Za-z'])(\()?([A-J])([).:,])?(?![A-Za-z'])", reply):
+        marked = found.group(1) or found.group(3)
+        if marked or not re.match(r"\s+[a-z]", reply[found.end():]):
+            return found.group(2)
+    return None
+
+
 def math_equal(reply: str, number: float) -> bool:
     """math-verify on the final answer (boxed or plain); a plain number comparison when it finds none."""
     answer = final_answer(reply)
@@ -185,6 +198,19 @@ def _score(task: str, reply: str, answer: dict[str, Any], reference: str) -> flo
         return multiset_f1(objects(reply), objects(reference))
     if task == "grounding":
         return box_f1(parse_boxes(reply), parse_boxes(reference))
+    if task == "mcq":
+        return float(option_letter(reply) == answer["letter"])
+    if task == "refcoco":
+        boxes = parse_boxes(reply)
+        if not boxes:
+            return 0.0
+        box = boxes[0]
+        if answer.get("resized_size"):  # the model answers in the resized image's pixels
+            (w, h), (rw, rh) = answer["image_size"], answer["resized_size"]
+            box = [v * (w / rw if i % 2 == 0 else h / rh) for i, v in enumerate(box)]
+        return float(iou(box, answer["bbox_2d"]) >= 0.5)
+    if task == "vqa":
+        return float(normalise(reply) in {normalise(a) for a in answer["answers"]})
     if task == "gui":
         return _gui(reply, answer, reference)
     if task == "video":

@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="cpu", choices=PROFILES)
     p.add_argument("--stage", help="run one stage (e.g. stage3_multimodal) and the stages it starts from")
     p.add_argument("--out", help="run directory (default runs/<profile>/pretrain)")
-    p.add_argument("--eval-n", type=int, default=40, help="held-out samples per task in each evaluation")
+    p.add_argument("--eval-n", type=int, default=100, help="held-out samples per task in each evaluation")
     p.add_argument("--wandb", choices=("online", "offline", "disabled"),
                    help="W&B mode (default: WANDB_MODE, else online with an API key, else offline)")
     p.set_defaults(func=cmd_pretrain)

@@ -287,3 +287,33 @@ def test_unknown_task_and_bad_difficulty():
         generate("nope", 0)
     with pytest.raises(ValueError, match="difficulty"):
         generate("caption", 0, difficulty=2.0)
+
+
+def test_warm_ups_at_the_easy_end_and_nothing_changes_above_it():
+    import random
+
+    from mimolab.data.world.ocr import WORDS
+    from mimolab.data.world.scene import EASY_BELOW, SIZES, easy
+
+    for d in (EASY_BELOW, 0.3, 1.0):  # harder settings draw nothing extra: their samples are what they were
+        rng = random.Random(1)
+        state = rng.getstate()
+        assert not easy(rng, d) and rng.getstate() == state
+    assert all(easy(random.Random(i), 0.0) for i in range(20))
+    for i in range(N):
+        s = generate("text_reasoning", i, difficulty=0.0)
+        (a, op, b, c), = STEP.findall(s.reply)  # one step, single digits
+        assert int(a) < 10 and int(b) < 10 and {"+": int(a) + int(b), "-": int(a) - int(b)}[op] == int(c) == s.answer["number"]
+        assert verify(parse(f"${s.answer['number']}$"), parse(s.reply))
+        v = generate("visual_math", i, difficulty=0.0)
+        assert v.meta["problem"] == "count_sum_problem"
+        for color, n in v.meta["counts"].items():
+            assert components(color_mask(v.images[0], color))[1] == n
+        assert sum(v.meta["counts"].values()) == v.answer["number"]
+        g = generate("grounding", i, difficulty=0.0)
+        x1, y1, x2, y2 = g.answer["bbox_2d"]
+        quadrant = (x1 // 56, y1 // 56)
+        assert ((x2 - 1) // 56, (y2 - 1) // 56) == quadrant and g.images[0].size == (112, 112)
+        assert SIZES["large"][0] <= x2 - x1 <= SIZES["large"][1]
+        o = generate("ocr", i, difficulty=0.0)
+        assert o.reply in WORDS and o.meta["font_size"] == 28 and o.meta["kind"] == "read"

@@ -7,7 +7,7 @@ Each generator is ``(rng: random.Random, difficulty: float) -> Sample``, with
 ``rng = random.Random(f"{task}/{seed}/{index}")``: no global random state anywhere. ``scene`` holds
 the shapes, colours, rendering and the ``Sample`` dataclass; each module's docstring says exactly
 what its difficulty changes. ``difficulty`` is in [0, 1]; 0.5 is the default, 1.0 the hard end; the
-cpu profile's stages train and evaluate at 0.3 (see experiments/pretrain/). In the scene tasks
+cpu profile's stages train and evaluate at 0, the easy end (see experiments/pretrain/). In the scene tasks
 (caption, grounding, counting) objects sit on the 28-pixel grid of merged vision tokens with
 probability 1 - difficulty, so at the easy end each object fills whole tokens. Backgrounds are the
 image processor's mean colour (scene.BACKGROUND says why):
@@ -16,15 +16,19 @@ image processor's mean colour (scene.BACKGROUND says why):
 |---|---|---|---|
 | caption | captions | text | objects 1-6, canvas 112-224 px |
 | interleaved | interleaved | text | images per page 2-3 |
-| ocr | ocr | text, boxes | words 1-3, rotation, blur, noise, canvas height, share of text spotting |
-| grounding | grounding | boxes (+ bbox_2d, label for one) | distractors, minimal-pair distractors, canvas 112-224 px |
+| ocr | ocr | text, boxes | words 1-3, rotation, blur, noise, canvas height, share of text spotting (warm-ups below 0.25) |
+| grounding | grounding | boxes (+ bbox_2d, label for one) | distractors, minimal-pair distractors, canvas 112-224 px (warm-ups below 0.25) |
 | counting | grounding | count | targets 0-8, distractors 0-6, canvas |
 | chart | charts | number or text | bars/rows 3-5, the 'difference' question |
 | gui | gui | action, point/text, target, bbox_2d | buttons 2-6, shuffled layout, dialogs, open menus |
 | video | video | span (s), label | frames 4-12, half-second spans, a second mover |
-| visual_math | reasoning | number | numbers, objects/bars/rows to read, steps |
-| text_reasoning | reasoning | number | numbers, steps |
+| visual_math | reasoning | number | numbers, objects/bars/rows to read, steps (warm-ups below 0.25) |
+| text_reasoning | reasoning | number | numbers, steps (warm-ups below 0.25) |
 | text | reasoning | text | (none: plain sentences) |
+
+Warm-ups (``scene.easy``): below difficulty 0.25 a share ``1 - difficulty / 0.25`` of OCR, grounding
+and reasoning samples are the simplest form of the task (one large clean word; one object in one of
+four quadrants; one-step single-digit arithmetic). Above 0.25 nothing changes.
 """
 
 from __future__ import annotations

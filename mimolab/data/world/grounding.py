@@ -16,6 +16,8 @@ box as ``answer["bbox_2d"]`` and ``answer["label"]``.
 
 Counting: 'How many red squares are there?' among other small objects; the answer is a number.
 Difficulty in [0, 1] scales the number of objects and distractors, hard distractors and image size.
+Below ``scene.EASY_BELOW`` a share of grounding samples are warm-ups: one large object alone in one
+quadrant of a 112-pixel image (2x2 merged vision tokens), so the box is one of four places.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from mimolab.data.world.scene import (
     Sample,
     assistant,
     canvas_side,
+    easy,
     grid_for,
     place,
     plural,
@@ -93,10 +96,16 @@ def _multiple(rng: random.Random, difficulty: float, side: int) -> tuple[list[Ob
     return objs, targets, f"{color} {shape}"
 
 
+def _quadrant(rng: random.Random, difficulty: float, side: int) -> tuple[list[Obj], list[Obj], str]:
+    objs = place(rng, [random_obj(rng, size="large")], side, side, grid=side // 2)
+    return objs, objs, objs[0].shape
+
+
 def grounding(rng: random.Random, difficulty: float) -> Sample:
-    side = canvas_side(rng, difficulty)
-    multiple = rng.random() < 0.3
-    objs, targets, phrase = (_multiple if multiple else _single)(rng, difficulty, side)
+    warm_up = easy(rng, difficulty)
+    side = 112 if warm_up else canvas_side(rng, difficulty)
+    multiple = not warm_up and rng.random() < 0.3
+    objs, targets, phrase = (_quadrant if warm_up else _multiple if multiple else _single)(rng, difficulty, side)
     boxes = [entry(t, phrase) for t in targets]
     if multiple:
         prompt, answer = rng.choice(MULTI_PROMPTS).format(plural(phrase, 2)), {"boxes": boxes}

@@ -9,6 +9,8 @@ each word's own rendered mask after rotation and before blur and noise.
 Difficulty in [0, 1] scales: rotation (up to 20 degrees), Gaussian blur (up to 1.2 px), pixel
 noise (up to sigma 25), the number of words (1 to 3), the share of spotting questions and the
 canvas (168x56, or 168x84 above 0.5). Rotation shrinks where a long line would leave the canvas.
+Below ``scene.EASY_BELOW`` a share of samples are warm-ups: one of the twelve WORDS, 28 px, in the
+first font family, upright and clean (a twelve-way reading task a small ViT learns first).
 The font is one of ``scene.FONT_FAMILIES`` (Pillow's own where a family is missing; ``meta["font"]``
 says which drew), 14-24 px.
 """
@@ -22,7 +24,7 @@ import random
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from mimolab.data.world.scene import FONT_FAMILIES, Sample, assistant, canvas, font, font_name, scaled, user
+from mimolab.data.world.scene import FONT_FAMILIES, Sample, assistant, canvas, easy, font, font_name, scaled, user
 
 WORDS = ("apple", "river", "stone", "cloud", "tiger", "lemon", "piano", "robot", "maple", "ocean", "candle", "garden")
 WIDTH = 168
@@ -88,8 +90,11 @@ def _degrade(image: Image.Image, rng: random.Random, difficulty: float) -> Image
 
 
 def ocr(rng: random.Random, difficulty: float) -> Sample:
-    family, size = rng.choice(FONT_FAMILIES), rng.randint(14, 24)
-    words = [_token(rng) for _ in range(scaled(rng, difficulty, 1, 3))]
+    if easy(rng, difficulty):  # a warm-up: one of the WORDS, large, in the first font family, upright
+        family, size, words = FONT_FAMILIES[0], 28, [rng.choice(WORDS)]
+    else:
+        family, size = rng.choice(FONT_FAMILIES), rng.randint(14, 24)
+        words = [_token(rng) for _ in range(scaled(rng, difficulty, 1, 3))]
     while sum(font(size, family).getlength(w + " ") for w in words) > WIDTH - 12:  # keep one line inside
         size -= 1
     height = HEIGHTS[difficulty > 0.5]

@@ -11,7 +11,10 @@ studies that mix long and short chains of thought. ``meta["steps"]`` lists the l
 
 Visual problems read their inputs from the image: shapes counted by colour, bar values, a table's
 rows, printed numbers. Difficulty in [0, 1] scales the numbers, the objects, bars and rows to read
-and the number of steps.
+and the number of steps. Below ``EASY_BELOW`` (0.25) a share ``1 - difficulty / EASY_BELOW`` of the
+problems are one-step warm-ups with single-digit numbers (add or take away two counts; for visual
+math, count the red and the blue shapes and add them): the end of the scale a 5M-parameter model
+can learn in the cpu profile's budget. From 0.25 up the problems are exactly as before.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import random
 from PIL import Image, ImageDraw
 
 from mimolab.data.world.charts import ITEMS, bar_chart, table
-from mimolab.data.world.scene import Sample, assistant, canvas, font, place, random_obj, render, user
+from mimolab.data.world.scene import Sample, assistant, canvas, easy, font, place, random_obj, render, user
 
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 Problem = tuple[Image.Image, str, list[str], int, dict]  # image, question, steps, answer, meta
@@ -51,6 +54,17 @@ def add_all(numbers: list[int], steps: list[str], what: str) -> int:
         rest = total - numbers[-1]
         steps.append(f"Check in the other order: {numbers[-1]} + {rest} = {total}, the same {what}.")
     return total
+
+
+def _count_sum_problem(rng: random.Random, difficulty: float) -> Problem:
+    objs = [random_obj(rng, color=c, size="small") for c in ("red", "blue") for _ in range(rng.randint(1, 3))]
+    objs = place(rng, objs, 112, 112, grid=28)
+    counts = {c: sum(o.color == c for o in objs) for c in ("red", "blue")}
+    question = "How many red and blue shapes are there together?"
+    steps = [f"I count {n} {c} {'shape' if n == 1 else 'shapes'}." for c, n in counts.items()]
+    line, total = step(counts["red"], "+", counts["blue"])
+    steps.append(f"Together: {line}.")
+    return render(objs, 112, 112), question, steps, total, {"counts": counts}
 
 
 def _counting_problem(rng: random.Random, difficulty: float) -> Problem:
@@ -128,7 +142,8 @@ def _table_problem(rng: random.Random, difficulty: float) -> Problem:
 
 
 def visual_math(rng: random.Random, difficulty: float) -> Sample:
-    make = rng.choice((_counting_problem, _chart_problem, _table_problem, _printed_problem))
+    make = _count_sum_problem if easy(rng, difficulty) else rng.choice(
+        (_counting_problem, _chart_problem, _table_problem, _printed_problem))
     image, question, steps, total, info = make(rng, difficulty)
     return Sample("visual_math", [user(image, question), assistant(long_reply(steps, total))], {"number": total},
                   {"short_answer": str(total), "short_reply": short_reply(total), "problem": make.__name__.strip("_"),
@@ -137,6 +152,21 @@ def visual_math(rng: random.Random, difficulty: float) -> Sample:
 
 NAMES = ("Ana", "Ben", "Chen", "Dara", "Eli", "Fay")
 THINGS = ("marbles", "apples", "stamps", "cards", "shells")
+
+
+def _one_step_problem(rng: random.Random, difficulty: float) -> tuple[str, list[str], int]:
+    name, thing = rng.choice(NAMES), rng.choice(THINGS)
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    if rng.random() < 0.5:
+        question = f"{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have now?"
+        line, total = step(a, "+", b)
+        steps = [f"{name} starts with {a} {thing}.", f"{name} gets {b} more: {line}."]
+    else:
+        a, b = max(a, b), min(a, b)
+        question = f"{name} has {a} {thing} and gives away {b}. How many {thing} does {name} have now?"
+        line, total = step(a, "-", b)
+        steps = [f"{name} starts with {a} {thing}.", f"{name} gives away {b}: {line}."]
+    return question, steps, total
 
 
 def _bags_problem(rng: random.Random, difficulty: float) -> tuple[str, list[str], int]:
@@ -194,7 +224,7 @@ def _ages_problem(rng: random.Random, difficulty: float) -> tuple[str, list[str]
 
 
 def text_reasoning(rng: random.Random, difficulty: float) -> Sample:
-    make = rng.choice((_bags_problem, _trip_problem, _ages_problem))
+    make = _one_step_problem if easy(rng, difficulty) else rng.choice((_bags_problem, _trip_problem, _ages_problem))
     question, steps, total = make(rng, difficulty)
     return Sample("text_reasoning", [user(question), assistant(long_reply(steps, total))], {"number": total},
                   {"short_answer": str(total), "short_reply": short_reply(total), "problem": make.__name__.strip("_"),

@@ -147,6 +147,16 @@ def place(rng: random.Random, objs: list[Obj], width: int, height: int, gap: int
     return placed
 
 
+EASY_BELOW = 0.25  # below this difficulty, a share of samples are warm-ups (see easy())
+
+
+def easy(rng: random.Random, difficulty: float) -> bool:
+    """Whether this sample is a warm-up: with probability ``1 - difficulty / EASY_BELOW`` below
+    EASY_BELOW, never above. Draws from ``rng`` only below EASY_BELOW, so harder settings keep
+    exactly the samples they had."""
+    return difficulty < EASY_BELOW and rng.random() >= difficulty / EASY_BELOW
+
+
 def grid_for(rng: random.Random, difficulty: float, cell: int = 28) -> int:
     """The placement grid of one image: objects sit on the token grid with probability 1 - difficulty."""
     return cell if rng.random() >= difficulty else 0

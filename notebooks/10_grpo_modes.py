@@ -1,0 +1,57 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 10 · Study 2: on-policy against vanilla GRPO
+#
+# MiMo-VL trains RL fully on-policy: every rollout batch gets exactly one gradient update, so the
+# policy that sampled is the policy that learns and the importance ratio is 1 (report, sec. 3 and its
+# finding on on-policy RL). Vanilla GRPO reuses each batch for several clipped updates. Here both
+# start from the same stage-4 checkpoint with the same rollouts per step and the same steps
+# (`experiments/studies/grpo_modes.yaml`), over several seeds, and the held-out scores are measured
+# as training goes. Conclusions below are printed from the measured numbers, with Welch's test.
+
+# %% tags=["parameters"]
+profile = None  # "smoke" | "cpu" | "gpu"; None: MIMOLAB_PROFILE or "cpu"
+
+# %%
+import os
+from pathlib import Path
+
+import pandas as pd
+from IPython.display import Image, display
+
+from mimolab.profiles import get_profile
+from mimolab.studies import RESULTS_DIR, load_study, run_grpo_study, verdict
+
+profile = profile or get_profile("cpu")
+# the smoke runs of CI write into their run directory and leave experiments/results/ alone
+out = RESULTS_DIR if profile != "smoke" else Path(os.environ.get("MIMOLAB_RUN_DIR", "runs")) / "results"
+spec = load_study("grpo_modes", profile)
+pd.Series({k: v for k, v in spec.items()}).to_frame("setting")
+
+# %% [markdown]
+# ## 1. The runs
+# Every arm and seed runs GRPO from the pipeline's stage-4 checkpoint (the pipeline runs first if
+# it has not), logging to W&B in the group `study-grpo_modes-<profile>`.
+
+# %%
+result = run_grpo_study("grpo_modes", profile, out=out)
+display(Image(str(out / "grpo_modes.png")))
+pd.DataFrame(result["table"]).pivot(index="task", columns="arm", values=["mean", "sd"]).round(3)
+
+# %% [markdown]
+# ## 2. What the runs say
+# Each line compares vanilla with on-policy on one task's final held-out score across seeds.
+
+# %%
+for test in result["tests"]:
+    print(f"{test['task']:>14}: {test['arm']} vs {test['baseline']}: {verdict(test)}")
+print(f"\nwritten: {out / 'grpo_modes.json'}, .md, .png")

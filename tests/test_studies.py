@@ -1,0 +1,73 @@
+"""The studies: Welch's test by hand, verdicts that say 'not significant' when p >= 0.05, interference as
+mixed minus single, and each study run end to end at the smoke profile writing its json/md/png."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from mimolab.studies import interference, load_study, markdown, run_grpo_study, run_long_cot_study, summarise, welch
+
+
+def test_welch_matches_the_formula():
+    a, b = [0.1, 0.2, 0.3], [0.4, 0.5, 0.7]
+    var = lambda x: sum((v - sum(x) / 3) ** 2 for v in x) / 2  # noqa: E731
+    t = (sum(b) / 3 - sum(a) / 3) / math.sqrt(var(a) / 3 + var(b) / 3)
+    got = welch(a, b)
+    assert got["diff"] == pytest.approx(0.3333, abs=1e-3) and got["t"] == pytest.approx(t) and 0 < got["p"] < 0.05
+    assert welch([0.5, 0.5], [0.5, 0.5])["p"] is None
+
+
+def curves(values):
+    return {seed: [{"step": 0, "rollouts": 0, "score/counting": 0.0}, {"step": 1, "rollouts": 8, "score/counting": v}]
+            for seed, v in enumerate(values)}
+
+
+def test_summary_says_when_an_effect_is_not_significant():
+    runs = {"on_policy": curves([0.50, 0.60, 0.55]), "vanilla": curves([0.52, 0.58, 0.60])}
+    result = {"profile": "cpu", **summarise(runs, ["counting"], [("on_policy", "vanilla")])}
+    (row_a, row_b), (test,) = result["table"], result["tests"]
+    assert row_a["mean"] == pytest.approx(0.55) and row_a["seeds"] == 3 and test["p"] > 0.05
+    assert "not significant" in markdown("grpo_modes", result)
+    runs["vanilla"] = curves([0.90, 0.92, 0.91])
+    assert ": significant" in markdown("grpo_modes", {"profile": "cpu", **summarise(runs, ["counting"], [("on_policy", "vanilla")])})
+
+
+def test_interference_is_mixed_minus_single():
+    spec = load_study("interference", "smoke")
+    runs = {"short": curves([0.6, 0.7]), "long": curves([0.1, 0.1]), "mixed": curves([0.4, 0.5])}
+    (row,) = [r for r in interference(runs, spec) if r["task"] == "counting"]
+    assert row["single"] == "short" and row["diff"] == pytest.approx(-0.2)
+
+
+@pytest.mark.slow
+def test_grpo_studies_run_at_smoke_and_write_results(tmp_path):
+    from mimolab import MiMoVL
+    from mimolab.data.pipeline import world_processor, world_tokenizer
+    from mimolab.train.pretrain import save_final
+
+    torch.manual_seed(0)
+    start = save_final(MiMoVL.from_preset("smoke"), world_processor(world_tokenizer(n_per_task=3)), tmp_path / "start")
+    result = run_grpo_study("grpo_modes", "smoke", start, out=tmp_path / "results", runs_dir=tmp_path / "runs",
+                            tracking="disabled", progress=False)
+    saved = json.loads((tmp_path / "results" / "grpo_modes.json").read_text())
+    assert saved["tests"] == result["tests"] and (tmp_path / "results" / "grpo_modes.png").stat().st_size
+    for arm in ("on_policy", "vanilla"):  # the same rollout budget, scores at steps 0, 1, 2, for every seed
+        for curve in saved["runs"][arm].values():
+            assert [r["step"] for r in curve] == [0, 1, 2] and curve[-1]["rollouts"] == saved["runs"]["on_policy"]["0"][-1]["rollouts"]
+    assert "| counting | vanilla vs on_policy |" in (tmp_path / "results" / "grpo_modes.md").read_text()
+
+
+@pytest.mark.slow
+def test_long_cot_study_runs_at_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("MIMOLAB_RUNS", str(tmp_path / "runs"))
+    result = run_long_cot_study("smoke", out=tmp_path / "results", tracking="disabled", progress=False)
+    saved = json.loads((tmp_path / "results" / "long_cot.json").read_text())
+    curve = saved["runs"]["without_long_cot"]["1"]
+    assert [r["stage"] for r in curve] == ["stage2_alignment", "stage3_multimodal", "stage4_long_context"]
+    assert curve[1]["tokens"] < curve[2]["tokens"]
+    stage = json.loads(json.dumps(__import__("yaml").safe_load(
+        (tmp_path / "runs" / "smoke" / "studies" / "long_cot" / "without_long_cot-seed1" / "stage3_multimodal" / "stage.yaml").read_text())))
+    assert "visual_math" not in stage["shares"] and sum(stage["shares"].values()) == pytest.approx(1.0)
+    assert {t["task"] for t in result["tests"]} <= {"visual_math", "text_reasoning", "counting", "caption"}

@@ -19,9 +19,9 @@ from mimolab.rl.grpo import load_grpo_config
 from mimolab.train.pretrain import default_run_dir
 
 
-def scores(model, processor, tasks, difficulty):
+def scores(model, processor, tasks, difficulty, n):
     return {r.task: [round(r.score, 3), round(r.stderr, 3), round(r.chance, 3)]
-            for r in evaluate(model, processor, tasks, n=40, difficulty=difficulty, progress=False)}
+            for r in evaluate(model, processor, tasks, n=n, difficulty=difficulty, progress=False)}
 
 
 def main() -> None:
@@ -30,11 +30,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--tasks", default="counting,gui,grounding,video")
     parser.add_argument("--out", default="runs/probe_grpo")
+    parser.add_argument("--n", type=int, default=100, help="held-out samples per task, before and after")
+    parser.add_argument("--lr", type=float, help="learning rate (default: the cpu profile's)")
     args = parser.parse_args()
     model, processor = MiMoVL.from_pretrained(args.checkpoint), MiMoVLProcessor.from_pretrained(args.checkpoint)
-    cfg = load_grpo_config("grpo_on_policy", "cpu", steps=args.steps, tasks={t: 1.0 for t in args.tasks.split(",")})
+    extra = {"lr": args.lr} if args.lr else {}
+    cfg = load_grpo_config("grpo_on_policy", "cpu", steps=args.steps, tasks={t: 1.0 for t in args.tasks.split(",")}, **extra)
     tasks = [t for t, _ in cfg.tasks]
-    print("before (score, s.e., chance):", scores(model, processor, tasks, cfg.difficulty))
+    print("before (score, s.e., chance):", scores(model, processor, tasks, cfg.difficulty, args.n))
     trainer = GRPOTrainer(model, processor, cfg, args.out)
     start = time.time()
     history = trainer.train(progress=True)
@@ -43,7 +46,7 @@ def main() -> None:
     print(json.dumps({"minutes": round((time.time() - start) / 60, 1), "reward_first_10": mean(history[:10], "reward"),
                       "reward_last_10": mean(history[-10:], "reward"), "kl_ref_last": history[-1].get("kl_ref"),
                       "max_first_update_ratio_dev": max(r.get("first_update/ratio_max_dev", 0.0) for r in history)}))
-    print("after (score, s.e., chance):", scores(model, processor, tasks, cfg.difficulty))
+    print("after (score, s.e., chance):", scores(model, processor, tasks, cfg.difficulty, args.n))
 
 
 if __name__ == "__main__":  # the reward workers are spawned processes

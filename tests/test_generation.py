@@ -167,3 +167,19 @@ def test_generated_placeholder_ids_are_plain_text(models):
         hidden = ours.language_model(ours.language_model.embed_tokens(ids), pos)
         reference = ours.lm_head(ours.language_model.norm(hidden))[:, -1]
     torch.testing.assert_close(step, reference, atol=1e-5, rtol=0)
+
+
+def test_suppressed_tokens_are_never_generated_and_leave_the_distribution(models):
+    """RL rollouts suppress media placeholders: never sampled, greedy or not (the GRPO tests check that the
+    trainer's recomputed log-probs, with the same mask, equal the generator's)."""
+    _, ours = models
+    ids, mask, pixels, grids = batch()
+    kw = dict(pixel_values=pixels, image_grid_thw=grids, max_new_tokens=6, eos_token_ids=[-1])
+    greedy = generate(ours, ids, mask, **kw)
+    banned = sorted({row[0] for row in greedy.sequences})
+    again = generate(ours, ids, mask, suppress_token_ids=banned, **kw)
+    assert all(t not in banned for row in again.sequences for t in row)
+    sampled = generate(ours, ids, mask, do_sample=True, seed=3, suppress_token_ids=banned, **kw)
+    assert all(t not in banned for row in sampled.sequences for t in row)
+    # the masked distribution sums to one over the allowed tokens: a log-prob can only rise
+    assert all(lp <= 0 for row in sampled.logprobs for lp in row)

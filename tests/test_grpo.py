@@ -61,7 +61,7 @@ def test_on_policy_ratio_is_one_and_generator_logprobs_match_the_trainer(process
     rollouts = [r for g in groups for r in g]
     assert all(len(r.tokens) == len(r.logprobs) > 0 for r in rollouts)
     recomputed, _ = completion_logprobs(t.model.eval(), [r.training_sample(t.model.config) for r in rollouts], 1.0,
-                                        t.cfg.row_tokens)
+                                        t.cfg.row_tokens, suppress=t.suppress)  # the generator's mask: media never sampled
     for r, lp in zip(rollouts, recomputed):
         torch.testing.assert_close(lp, torch.tensor(r.logprobs), atol=1e-4, rtol=1e-4)
     record = t.step()

@@ -12,12 +12,19 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
+@pytest.fixture(scope="module")
+def shared_runs(tmp_path_factory):
+    """One runs/ for all notebooks, as on a user's machine: the stage, MORL, study and demo notebooks
+    reuse the checkpoints the earlier ones made instead of each training the smoke pipeline again."""
+    return tmp_path_factory.mktemp("runs")
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs_at_smoke_profile(path, tmp_path, monkeypatch):
+def test_notebook_runs_at_smoke_profile(path, tmp_path, monkeypatch, shared_runs):
     monkeypatch.setenv("MIMOLAB_PROFILE", "smoke")
     monkeypatch.setenv("MIMOLAB_RUN_DIR", str(tmp_path))
-    monkeypatch.setenv("MIMOLAB_RUNS", str(tmp_path / "runs"))  # the stage notebooks' shared run directory
+    monkeypatch.setenv("MIMOLAB_RUNS", str(shared_runs))
     monkeypatch.setenv("WANDB_MODE", "disabled")
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()

@@ -30,6 +30,7 @@ class GenerationConfig:
     eos_token_ids: Sequence[int] = ()  # empty: the model's eos_token_id
     stop_strings: Sequence[str] = ()  # need a tokenizer to decode
     seed: int | None = None
+    suppress_token_ids: Sequence[int] = ()  # never sampled (RL rollouts: media placeholders); excluded from logprobs
 
 
 @dataclass
@@ -48,6 +49,8 @@ def _pop_config(kwargs: dict) -> GenerationConfig:
 def _next_token(logits: torch.Tensor, cfg: GenerationConfig, rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
     """logits (B, V) -> token (B,), its log-probability under softmax(logits / T) (B,)."""
     logits = logits.float()
+    if cfg.suppress_token_ids:
+        logits = logits.index_fill(-1, torch.tensor(list(cfg.suppress_token_ids), device=logits.device), float("-inf"))
     if not cfg.do_sample:
         token = logits.argmax(-1)
         return token, torch.log_softmax(logits, -1).gather(-1, token[:, None])[:, 0]

@@ -121,9 +121,10 @@ class Rollout:
 
 
 def completion_logprobs(model, samples: list[TokenizedSample], temperature: float, row_tokens: int,
-                        with_entropy: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+                        with_entropy: bool = False, suppress: tuple[int, ...] = ()) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per-token log-probabilities (and entropies) of each sample's target tokens under
-    softmax(logits / T), samples packed into rows of ``row_tokens`` (one forward per row)."""
+    softmax(logits / T), samples packed into rows of ``row_tokens`` (one forward per row); tokens in
+    ``suppress`` are out of the distribution, as the generator's ``suppress_token_ids``."""
     out_lp: list[torch.Tensor | None] = [None] * len(samples)
     out_ent: list[torch.Tensor | None] = [None] * len(samples)
     rows, room, current = [], 0, []
@@ -140,7 +141,10 @@ def completion_logprobs(model, samples: list[TokenizedSample], temperature: floa
     for row in rows:
         packed = collate_packed([samples[i] for i in row], row_tokens, pad)
         logits = model(**{k: v for k, v in packed.model_inputs().items() if k != "labels"}).logits[0]
-        logp_all = torch.log_softmax(logits.float() / temperature, dim=-1)
+        logits = logits.float()
+        if suppress:
+            logits = logits.index_fill(-1, torch.tensor(suppress, device=logits.device), float("-inf"))
+        logp_all = torch.log_softmax(logits / temperature, dim=-1)
         start = 0
         for i in row:
             n = len(samples[i])
@@ -149,7 +153,8 @@ def completion_logprobs(model, samples: list[TokenizedSample], temperature: floa
             positions = start + targets
             out_lp[i] = logp_all[positions].gather(-1, labels[1:][targets, None].to(logits.device))[:, 0]
             if with_entropy:
-                out_ent[i] = -(logp_all[positions].exp() * logp_all[positions]).sum(-1).detach()
+                probs = logp_all[positions].exp()
+                out_ent[i] = -(probs * logp_all[positions].clamp_min(-1e30)).sum(-1).detach()  # 0 * -inf -> 0
             start += n
     return out_lp, out_ent
 

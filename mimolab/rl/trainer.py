@@ -50,6 +50,9 @@ class GRPOTrainer:
         self.rng = random.Random(cfg.seed)
         self.step_count = 0
         self.next_index = defaultdict(int)
+        # media placeholders are never sampled: a completion is text, and a sampled <|image_pad|> has no image
+        c = model.config
+        self.suppress = (c.image_token_id, c.video_token_id, c.vision_start_token_id, c.vision_end_token_id)
 
     # ------------------------------------------------------------------ data
     def draw_prompts(self) -> list:
@@ -73,7 +76,8 @@ class GRPOTrainer:
         self.model.eval()
         out = generate(self.model, batch.pop("input_ids"), batch.pop("attention_mask"), tokenizer=self.processor.tokenizer,
                        do_sample=True, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                       max_new_tokens=self.cfg.max_new_tokens, seed=self.cfg.seed * 100_003 + self.step_count, **batch)
+                       max_new_tokens=self.cfg.max_new_tokens, seed=self.cfg.seed * 100_003 + self.step_count,
+                       suppress_token_ids=self.suppress, **batch)
         groups = []
         for p, s in enumerate(samples):
             groups.append([Rollout(s, prompts[p], out.sequences[p * g + j], out.logprobs[p * g + j], out.texts[p * g + j],
@@ -90,11 +94,13 @@ class GRPOTrainer:
                 for layer in layers:
                     layer.enable_adapters(False)
                 try:
-                    return completion_logprobs(self.model, samples, self.cfg.temperature, self.cfg.row_tokens)[0]
+                    return completion_logprobs(self.model, samples, self.cfg.temperature, self.cfg.row_tokens,
+                                               suppress=self.suppress)[0]
                 finally:
                     for layer in layers:
                         layer.enable_adapters(True)
-            return completion_logprobs(self.reference, samples, self.cfg.temperature, self.cfg.row_tokens)[0]
+            return completion_logprobs(self.reference, samples, self.cfg.temperature, self.cfg.row_tokens,
+                                       suppress=self.suppress)[0]
 
     def score(self, groups: list[list[Rollout]], stream_state: tuple) -> tuple[torch.Tensor, dict[str, float]]:
         """(prompts, group_size) rewards and each component's mean. If the reward service is gone after its
@@ -147,7 +153,7 @@ class GRPOTrainer:
         self.model.train()
         for update in range(cfg.updates_per_batch):
             logprobs, entropy = completion_logprobs(self.model, samples, cfg.temperature, cfg.row_tokens,
-                                                    with_entropy=update == 0)
+                                                    with_entropy=update == 0, suppress=self.suppress)
             loss, stats_now = policy_loss(logprobs, old, advantages, cfg, ref_logprobs=ref)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],

@@ -118,3 +118,18 @@ def test_a_resumed_grpo_run_continues_exactly(processor, tmp_path):
     assert [r["step"] for r in tail] == [3]
     for key in ("reward", "loss", "response_length"):
         assert tail[0][key] == pytest.approx(straight[2][key], abs=1e-5), key
+
+
+def share_of_threes(completions, **kwargs):
+    """A reward a smoke model can surely learn to raise: how much of the completion is the character '3'."""
+    return [min(1.0, 5 * c.count("3") / max(1, len(c))) for c in completions]
+
+
+@pytest.mark.slow
+def test_grpo_raises_its_reward_on_a_task_it_can_learn(processor, tmp_path):
+    torch.manual_seed(0)
+    cfg = GRPOConfig(tasks=(("counting", 1.0),), prompts_per_step=4, group_size=4, max_new_tokens=8, lr=3e-3,
+                     temperature=1.0, steps=40)
+    history = GRPOTrainer(MiMoVL.from_preset("smoke"), processor, cfg, tmp_path, rewards=[share_of_threes]).train(progress=False)
+    first, last = (sum(r["reward"] for r in part) / len(part) for part in (history[:10], history[-10:]))
+    assert last > 1.5 * first, (first, last)

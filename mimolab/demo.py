@@ -18,6 +18,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from mimolab.processing import resized_size
 from mimolab.tokenizer import split_thinking
 
 NUMBER = r"-?\d+(?:\.\d+)?"
@@ -62,13 +63,6 @@ def find_marks(answer: str) -> list[Mark]:
 
 def _numbers(value, n: int) -> bool:
     return isinstance(value, list) and len(value) == n and all(isinstance(v, (int, float)) for v in value)
-
-
-def model_view_size(image: Image.Image, processor) -> tuple[int, int]:
-    """(width, height) of ``image`` as the processor resizes it: the frame the model's pixels refer to."""
-    grid = processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0]
-    patch = processor.image_processor.patch_size
-    return int(grid[2]) * patch, int(grid[1]) * patch
 
 
 def draw_marks(image: Image.Image, marks: list[Mark], view_size: tuple[int, int] | None = None) -> Image.Image:
@@ -263,10 +257,10 @@ class ImageDemo:
             self.thinking.value = html.escape(thinking).replace("\n", "<br>")
             self.answer.value = f"<span class='mimolab-answer'>{html.escape(answer)}</span>"
         marks = find_marks(split_thinking(self.reply)[1])
-        self.overlay.value = png_bytes(draw_marks(self.image, marks, model_view_size(self.image, self.processor)))
+        self.overlay.value = png_bytes(draw_marks(self.image, marks, resized_size(self.image, self.processor.image_processor)))
         self.status.value = f"{len(marks)} mark(s) drawn" if marks else "no boxes or points in the answer"
         return self.reply
 
 
 __all__ = ["CheckpointError", "ImageDemo", "Mark", "ask", "draw_marks", "find_marks", "latest_checkpoint",
-           "load_checkpoint", "model_view_size", "sample_images"]
+           "load_checkpoint", "sample_images"]

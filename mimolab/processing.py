@@ -39,6 +39,13 @@ IMAGE_PAD, VIDEO_PAD = "<|image_pad|>", "<|video_pad|>"
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
+def resized_size(image: Image.Image, image_processor) -> tuple[int, int]:
+    """(width, height) of ``image`` as ``image_processor`` resizes it: the frame of the pixel coordinates
+    a Qwen2.5-VL model reads and writes (boxes, points)."""
+    grid = image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0]
+    return int(grid[2]) * image_processor.patch_size, int(grid[1]) * image_processor.patch_size
+
+
 def image_processor(min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS, path: str | Path | None = None):
     """transformers' PIL Qwen2-VL image processor; from a checkpoint directory when ``path`` is given."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil

@@ -24,8 +24,9 @@ def box_checkpoint(path: Path, image, steps: int = 80) -> Path:
     messages = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": QUESTION}]}]
     prompt = processor.apply_chat_template(messages, enable_thinking=False)
     full = templated_sample(processor, model.config, prompt + REPLY + "<|im_end|>", [image], [], "grounding")
-    n_prompt = len(templated_sample(processor, model.config, prompt, [image], [], "grounding"))
-    assert full.input_ids[:n_prompt] == templated_sample(processor, model.config, prompt, [image], [], "grounding").input_ids
+    prompt_ids = templated_sample(processor, model.config, prompt, [image], [], "grounding").input_ids
+    n_prompt = len(prompt_ids)
+    assert full.input_ids[:n_prompt] == prompt_ids
     labels = [IGNORE_INDEX] * n_prompt + full.input_ids[n_prompt:]
     vis = {"pixel_values": full.pixel_values, "image_grid_thw": torch.tensor(full.image_grid_thw)}
     sample = make_sample(full.input_ids, labels, vis, model.config, "grounding")

@@ -5,7 +5,6 @@ streamed answer and the redrawn overlay checked on the page. A screenshot is kep
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from PIL import Image
 
 from demo_helpers import QUESTION, box_checkpoint
 from mimolab.demo import sample_images
+from mimolab.rl.service import free_port
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,12 +24,6 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="no Chromium: install Debian's chromium package (.ci/run does)"),
     pytest.mark.slow,
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -9,12 +9,7 @@ from mimolab import MiMoVL
 from mimolab.data.pipeline import world_processor, world_tokenizer
 from mimolab.rl.grpo import GRPOConfig, group_advantages, policy_loss
 from mimolab.rl.trainer import GRPOTrainer
-
-
-def varied_reward(completions, **kwargs):
-    """A TRL-style reward (any callable with this signature plugs in): an arbitrary but fixed score per text,
-    so random completions of one prompt get different rewards and advantages are not zero."""
-    return [sum(map(ord, c)) % 7 / 6 for c in completions]
+from reward_helpers import varied_reward  # a TRL-style reward: any callable with this signature plugs in
 
 
 @pytest.fixture(scope="module")

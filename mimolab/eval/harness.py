@@ -95,9 +95,9 @@ def with_view_size(sample, processor):
     """A benchmark sample's answer with ``resized_size``: the frame its boxes are answered in."""
     if "image_size" not in sample.answer or not sample.images:
         return sample.answer
-    grid = processor.image_processor(images=sample.images[:1], return_tensors="pt")["image_grid_thw"][0]
-    patch = processor.image_processor.patch_size
-    return {**sample.answer, "resized_size": [int(grid[2]) * patch, int(grid[1]) * patch]}
+    from mimolab.processing import resized_size
+
+    return {**sample.answer, "resized_size": list(resized_size(sample.images[0], processor.image_processor))}
 
 
 @torch.no_grad()

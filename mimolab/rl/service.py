@@ -123,31 +123,28 @@ def _image_from_text(text: str) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(text))).convert("RGB")
 
 
-def sample_to_wire(sample) -> dict:
-    """A world ``Sample`` as JSON: images and video frames as base64 PNG (reward models need them)."""
-    messages = []
-    for message in sample.messages:
+def _map_media(messages: list[dict], convert) -> list[dict]:
+    """The messages with ``convert`` applied to every image and every video frame."""
+    out = []
+    for message in messages:
         content = message["content"]
         if isinstance(content, list):
-            content = [{**item, "image": _image_to_text(item["image"])} if item.get("type") == "image" else
-                       {**item, "video": [_image_to_text(f) for f in item["video"]]} if item.get("type") == "video" else item
+            content = [{**item, "image": convert(item["image"])} if item.get("type") == "image" else
+                       {**item, "video": [convert(f) for f in item["video"]]} if item.get("type") == "video" else item
                        for item in content]
-        messages.append({"role": message["role"], "content": content})
-    return {"task": sample.task, "messages": messages, "answer": sample.answer}
+        out.append({"role": message["role"], "content": content})
+    return out
+
+
+def sample_to_wire(sample) -> dict:
+    """A world ``Sample`` as JSON: images and video frames as base64 PNG (reward models need them)."""
+    return {"task": sample.task, "messages": _map_media(sample.messages, _image_to_text), "answer": sample.answer}
 
 
 def sample_from_wire(record: dict):
     from mimolab.data.world.scene import Sample
 
-    messages = []
-    for message in record["messages"]:
-        content = message["content"]
-        if isinstance(content, list):
-            content = [{**item, "image": _image_from_text(item["image"])} if item.get("type") == "image" else
-                       {**item, "video": [_image_from_text(f) for f in item["video"]]} if item.get("type") == "video" else item
-                       for item in content]
-        messages.append({"role": message["role"], "content": content})
-    return Sample(record["task"], messages, record["answer"])
+    return Sample(record["task"], _map_media(record["messages"], _image_from_text), record["answer"])
 
 
 def columns_to_wire(columns: dict[str, Any]) -> dict[str, Any]:

@@ -32,9 +32,14 @@ def main() -> None:
     parser.add_argument("--out", default="runs/probe_grpo")
     parser.add_argument("--n", type=int, default=100, help="held-out samples per task, before and after")
     parser.add_argument("--lr", type=float, help="learning rate (default: the cpu profile's)")
+    parser.add_argument("--prompts", type=int, help="prompts per step (default: the cpu profile's)")
+    parser.add_argument("--group", type=int, help="completions per prompt (default: the cpu profile's)")
+    parser.add_argument("--temperature", type=float, help="rollout temperature (default: the cpu profile's)")
     args = parser.parse_args()
     model, processor = MiMoVL.from_pretrained(args.checkpoint), MiMoVLProcessor.from_pretrained(args.checkpoint)
-    extra = {"lr": args.lr} if args.lr else {}
+    extra = {key: value for key, value in (("lr", args.lr), ("prompts_per_step", args.prompts),
+                                           ("group_size", args.group), ("temperature", args.temperature))
+             if value is not None}
     cfg = load_grpo_config("grpo_on_policy", "cpu", steps=args.steps, tasks={t: 1.0 for t in args.tasks.split(",")}, **extra)
     tasks = [t for t, _ in cfg.tasks]
     print("before (score, s.e., chance):", scores(model, processor, tasks, cfg.difficulty, args.n))

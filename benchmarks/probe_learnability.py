@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--lr", type=float, default=2e-3, help="language model learning rate")
     parser.add_argument("--vision-lr", type=float, default=None, help="ViT and projector (default: --lr)")
+    parser.add_argument("--seed", type=int, default=0, help="model init and data stream")
+    parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--difficulty", type=float, default=0.5)
     parser.add_argument("--rows", type=int, default=4, help="packed 1024-token rows per step")
     parser.add_argument("--preset", default="cpu")
@@ -64,10 +66,12 @@ def main() -> None:
     processor = world_processor(world_tokenizer())
     stage = Stage(name="probe", lr={"vision": vision_lr, "projector": vision_lr, "llm": args.lr},
                   shares={t: 1.0 for t in tasks}, steps=args.steps, warmup_steps=min(20, args.steps // 5),
-                  row_tokens=1024, rows_per_step=args.rows, checkpoint_every=10**9, difficulty=args.difficulty)
-    torch.manual_seed(0)
+                  row_tokens=1024, rows_per_step=args.rows, checkpoint_every=10**9, difficulty=args.difficulty,
+                  weight_decay=args.weight_decay)
+    torch.manual_seed(args.seed)
     model = MiMoVL.from_pretrained(args.init) if args.init else MiMoVL(config)
-    sampler = world_mixture(stage.shares, processor, config, max_length=1024, difficulty=args.difficulty)
+    sampler = world_mixture(stage.shares, processor, config, max_length=1024, difficulty=args.difficulty,
+                           seed=args.seed)
     trainer = Trainer(model, stage, sampler, args.out)
     if args.sensitivity:
         print("image sensitivity at initialisation:", image_sensitivity(model, processor, tasks[0], args.difficulty))

@@ -90,6 +90,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from mimolab.studies import RESULTS_DIR, run_grpo_study, run_long_cot_study
+
+    out = Path(args.out) if args.out else RESULTS_DIR
+    if args.name == "long_cot":
+        result = run_long_cot_study(args.profile, out=out, tracking=args.wandb)
+    else:
+        result = run_grpo_study(args.name, args.profile, args.start, out=out, tracking=args.wandb)
+    print((out / f"{args.name}.md").read_text())
+    return 0 if result else 1
+
+
 def _accelerator_if_launched():
     """An Accelerator when started by ``accelerate launch`` / ``torchrun`` with several processes."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -157,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", default="think", help="think, no_think or think,no_think")
     p.add_argument("--out", help="results directory (default CHECKPOINT/eval)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("study", help="run one of the three studies (arms x seeds), results to experiments/results")
+    p.add_argument("name", choices=("long_cot", "grpo_modes", "interference"))
+    p.add_argument("--profile", default="cpu", choices=PROFILES[:3])
+    p.add_argument("--start", help="GRPO studies: start checkpoint (default: the pipeline's stage 4)")
+    p.add_argument("--out", help="results directory (default experiments/results)")
+    p.add_argument("--wandb", choices=("online", "offline", "disabled"))
+    p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("samples", help="regenerate data_samples/ (a few records of every data type)")
     p.add_argument("--out", default="data_samples")

@@ -130,6 +130,31 @@ def write_study(name: str, result: dict, runs: dict, tasks: list[str], x: str, o
     return paths
 
 
+STUDIES = {"long_cot": "notebook 09", "grpo_modes": "notebook 10", "interference": "notebook 11"}
+
+
+def studies_summary(results_dir: Path = RESULTS_DIR) -> list[str]:
+    """Markdown lines for the pipeline report: every comparison of every study with results in
+    ``results_dir`` (with the profile they were run at), and the command for those not yet run."""
+    lines = ["## Studies", "", "From `experiments/results/<study>.json` (written by the study notebooks or "
+             "`mimolab study NAME`); mean over seeds, Welch's test across seeds.", "",
+             "| study | profile | task | arm vs baseline | difference | p | reading |", "|---|---|---|---|---|---|---|"]
+    missing = []
+    for name, notebook in STUDIES.items():
+        path = results_dir / f"{name}.json"
+        if not path.exists():
+            missing.append(f"`{name}` ({notebook}; `mimolab study {name} --profile cpu`)")
+            continue
+        result = json.loads(path.read_text())
+        for t in result["tests"]:
+            p = "-" if t["p"] is None else f"{t['p']:.3f}"
+            lines.append(f"| {name} | {result['profile']} | {t['task']} | {t['arm']} vs {t['baseline']} | "
+                         f"{t['diff']:+.3f} | {p} | {verdict(t)} |")
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(missing)}."]
+    return lines + [""]
+
+
 # ------------------------------------------------------------------------------------ GRPO studies
 def grpo_curve(start: Path, run_dir: Path, profile: str, arm: dict, seed: int, tasks: list[str], eval_every: int,
                eval_n: int, steps: int, tracking: str | None, group: str, progress: bool) -> list[dict]:
@@ -257,4 +282,5 @@ def run_long_cot_study(profile: str, *, out: Path = RESULTS_DIR, runs_dir: Path 
     return result
 
 
-__all__ = ["load_study", "run_grpo_study", "run_long_cot_study", "summarise", "welch", "write_study"]
+__all__ = ["STUDIES", "load_study", "run_grpo_study", "run_long_cot_study", "studies_summary", "summarise", "welch",
+           "write_study"]

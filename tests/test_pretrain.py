@@ -76,6 +76,7 @@ def test_pipeline_writes_checkpoints_metrics_and_report(smoke_run):
     for before, after, change in zip(morl["before"], morl["after"], morl["changes"]):
         assert change["task"] == before["task"] == after["task"]
         assert change["change"] == pytest.approx(after["score"] - before["score"], abs=1e-9)
+    assert "## Studies" in text.split("## MORL")[1]  # the report ends with the studies' summary
     assert "## MORL" in text and f"| {morl['changes'][0]['task']} |" in text.split("## MORL")[1]
 
 

@@ -7,7 +7,17 @@ import math
 import pytest
 import torch
 
-from mimolab.studies import interference, load_study, markdown, run_grpo_study, run_long_cot_study, summarise, welch
+from mimolab.studies import (
+    interference,
+    load_study,
+    markdown,
+    run_grpo_study,
+    run_long_cot_study,
+    studies_summary,
+    summarise,
+    welch,
+    write_study,
+)
 
 
 def test_welch_matches_the_formula():
@@ -39,6 +49,16 @@ def test_interference_is_mixed_minus_single():
     runs = {"short": curves([0.6, 0.7]), "long": curves([0.1, 0.1]), "mixed": curves([0.4, 0.5])}
     (row,) = [r for r in interference(runs, spec) if r["task"] == "counting"]
     assert row["single"] == "short" and row["diff"] == pytest.approx(-0.2)
+
+
+def test_the_pipeline_report_summary_lists_each_comparison_and_what_is_missing(tmp_path):
+    runs = {"on_policy": curves([0.50, 0.60, 0.55]), "vanilla": curves([0.90, 0.92, 0.91])}
+    result = {"study": "grpo_modes", "profile": "cpu", **summarise(runs, ["counting"], [("on_policy", "vanilla")])}
+    write_study("grpo_modes", result, runs, ["counting"], "rollouts", tmp_path)
+    text = "\n".join(studies_summary(tmp_path))
+    (row,) = [line for line in text.splitlines() if line.startswith("| grpo_modes |")]
+    assert "| cpu | counting | vanilla vs on_policy | +0.360 |" in row and ": significant" in row
+    assert "Not run yet: `long_cot`" in text and "`interference`" in text and "`grpo_modes` (" not in text
 
 
 @pytest.mark.slow

@@ -40,6 +40,29 @@ def test_projector_only_stage_freezes_everything_else(processor, tmp_path):
             assert param.grad is None and not param.requires_grad and id(param) not in state_params
 
 
+def test_weight_decay_shrinks_matrices_only(processor, tmp_path):
+    # AdamW decays w by lr * wd * w: one step of a decayed run and of an undecayed one from the same
+    # weights and data (so the same gradients) differ in the matrices only; norms and biases stay bit-identical
+    def run(weight_decay):
+        stage = Stage(name="s", lr={"projector": 1e-2, "llm": 1e-2}, shares=SHARES, steps=1, warmup_steps=1,
+                      row_tokens=512, rows_per_step=1, checkpoint_every=100, weight_decay=weight_decay)
+        trainer = make(processor, stage, tmp_path / str(weight_decay))
+        trainer.train()
+        return dict(trainer.model.named_parameters()), trainer.optimizer.param_groups
+
+    plain, _ = run(0.0)
+    decayed, groups = run(0.5)
+    assert {g["weight_decay"] for g in groups if g["params"][0].dim() < 2} == {0.0}
+    assert {g["weight_decay"] for g in groups if g["params"][0].dim() >= 2} == {0.5}
+    for name, param in decayed.items():
+        if part_of(name) not in ("projector", "llm"):
+            continue
+        if param.dim() >= 2:
+            assert not torch.equal(param, plain[name]), name
+        else:
+            assert torch.equal(param, plain[name]), name
+
+
 def test_warmup_then_cosine():
     stage = Stage(steps=110, warmup_steps=10, min_lr_ratio=0.1)
     assert stage.lr_factor(0) == pytest.approx(0.1) and stage.lr_factor(9) == pytest.approx(1.0)

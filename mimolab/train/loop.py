@@ -35,8 +35,9 @@ STATE_FILE = "trainer_state.pt"
 
 
 def freeze_and_group(model: MiMoVL, stage: Stage) -> list[dict]:
-    """requires_grad only for the stage's parts; one optimizer group per part (its own lr)."""
-    groups: dict[str, list] = defaultdict(list)
+    """requires_grad only for the stage's parts; one optimizer group per part (its own lr), split in
+    two: weight decay on matrices only, never on norms and biases (as nanoGPT and most LLM recipes)."""
+    groups: dict[tuple[str, bool], list] = defaultdict(list)
     lora = stage.lora is not None
     for name, param in model.named_parameters():
         part = part_of(name)
@@ -44,11 +45,12 @@ def freeze_and_group(model: MiMoVL, stage: Stage) -> list[dict]:
         trains = part in stage.lr and (not lora or "lora_" in name)
         param.requires_grad_(trains)
         if trains:
-            groups[part].append(param)
+            groups[part, param.dim() >= 2].append(param)
     if not groups:
         raise ValueError(f"stage {stage.name!r} trains nothing: lr names no part with parameters")
-    return [{"params": params, "lr": stage.lr[part], "base_lr": stage.lr[part], "part": part}
-            for part, params in groups.items()]
+    return [{"params": params, "lr": stage.lr[part], "base_lr": stage.lr[part], "part": part,
+             "weight_decay": stage.weight_decay if decays else 0.0}
+            for (part, decays), params in groups.items()]
 
 
 def per_sample_losses(logits: torch.Tensor, labels: torch.Tensor, cu_seqlens: torch.Tensor) -> list[float | None]:

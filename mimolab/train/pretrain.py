@@ -148,9 +148,12 @@ def _read_eval(stage_dir: Path) -> list[dict]:
 
 
 def run_pipeline(profile: str = "cpu", run_dir: str | Path | None = None, *, tracking: str | None = None,
-                 progress: bool = True, eval_n: int = 32, final_eval_n: int | None = None, morl: bool = True) -> Path:
+                 progress: bool = True, eval_n: int = 32, final_eval_n: int | None = None, morl: bool = True,
+                 studies_dir: str | Path | None = None) -> Path:
     """Every stage of the profile, the held-out evaluation on all tasks, MORL (GRPO from the last
-    stage, RL tasks scored before and after; ``morl=False`` stops before it) and the report."""
+    stage, RL tasks scored before and after; ``morl=False`` stops before it) and the report, which
+    ends with the studies' summary read from ``studies_dir`` (default ``experiments/results``)."""
+    from mimolab.studies import RESULTS_DIR
     from mimolab.eval import evaluate
     from mimolab.rl.morl import run_morl
     from mimolab.train.report import write_report
@@ -166,4 +169,5 @@ def run_pipeline(profile: str = "cpu", run_dir: str | Path | None = None, *, tra
         final_scores.write_text(json.dumps([row.as_dict() for row in scores], indent=2))
     rl = run_morl(profile, results[-1].final, run_dir / "morl", tracking=tracking, progress=progress,
                   eval_n=final_eval_n or eval_n) if morl else None
-    return write_report(run_dir, profile, results, json.loads(final_scores.read_text()), rl)
+    return write_report(run_dir, profile, results, json.loads(final_scores.read_text()), rl,
+                        studies_dir=Path(studies_dir) if studies_dir else RESULTS_DIR)

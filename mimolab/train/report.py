@@ -122,8 +122,10 @@ def morl_section(run_dir: Path, morl: dict) -> list[str]:
     return lines
 
 
-def write_report(run_dir: Path, profile: str, results: list, final_scores: list[dict], morl: dict | None = None) -> Path:
-    """``run_dir/report.md`` plus ``run_dir/figures/*.png``."""
+def write_report(run_dir: Path, profile: str, results: list, final_scores: list[dict], morl: dict | None = None,
+                 studies_dir: Path | None = None) -> Path:
+    """``run_dir/report.md`` plus ``run_dir/figures/*.png``; ``studies_dir``: end with the studies'
+    summary table read from there."""
     figures = run_dir / "figures"
     figures.mkdir(exist_ok=True)
     names = [r.name for r in results]
@@ -163,6 +165,10 @@ def write_report(run_dir: Path, profile: str, results: list, final_scores: list[
               f"Not significantly above chance: {', '.join(below) or 'none'}.", ""]
     if morl is not None:
         lines += morl_section(run_dir, morl)
+    if studies_dir is not None:
+        from mimolab.studies import studies_summary
+
+        lines += studies_summary(Path(studies_dir))
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
     return path

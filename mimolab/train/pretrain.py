@@ -27,6 +27,7 @@ import yaml
 
 from mimolab.config import MiMoVLConfig
 from mimolab.data.pipeline import world_mixture, world_processor, world_tokenizer
+from mimolab.data.world import TASKS
 from mimolab.model.checkpoint import atomic_directory
 from mimolab.model.vlm import MiMoVL
 from mimolab.processing import MiMoVLProcessor
@@ -163,10 +164,14 @@ def run_pipeline(profile: str = "cpu", run_dir: str | Path | None = None, *, tra
                for name in stages_for(profile)]
     final_scores = run_dir / "final_eval.json"
     if not final_scores.exists():
-        model = MiMoVL.from_pretrained(results[-1].final)
-        scores = evaluate(model, MiMoVLProcessor.from_pretrained(results[-1].final), n=final_eval_n or eval_n,
-                          difficulty=results[-1].stage.difficulty, progress=progress)
-        final_scores.write_text(json.dumps([row.as_dict() for row in scores], indent=2))
+        last, n = results[-1], final_eval_n or eval_n
+        # the last stage already scored its own tasks on these very samples (same model, seed, n, difficulty)
+        done = {row["task"]: row for row in last.eval if row["n"] == n and last.stage.seed == 0}
+        model = MiMoVL.from_pretrained(last.final)
+        scores = {row.task: row.as_dict() for row in evaluate(
+            model, MiMoVLProcessor.from_pretrained(last.final), [t for t in TASKS if t not in done], n=n,
+            difficulty=last.stage.difficulty, progress=progress)}
+        final_scores.write_text(json.dumps([scores.get(t) or done[t] for t in TASKS], indent=2))
     rl = run_morl(profile, results[-1].final, run_dir / "morl", tracking=tracking, progress=progress,
                   eval_n=final_eval_n or eval_n) if morl else None
     return write_report(run_dir, profile, results, json.loads(final_scores.read_text()), rl,

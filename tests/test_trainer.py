@@ -108,3 +108,26 @@ def test_per_sample_losses_equal_each_sample_alone():
     assert got[0] == pytest.approx(float(ce(logits[0, 0:3], labels[0, 1:4])))
     assert got[1] == pytest.approx(float(ce(logits[0, 4:6], labels[0, 5:7])))  # a sample never predicts its first token
     assert got[2] == pytest.approx(float(ce(logits[0, 7:9], labels[0, 8:10])))
+
+
+def test_sample_weighting_is_the_mean_of_each_sample_alone(processor):
+    # a packed row under loss_weighting="sample": the loss and its gradient equal those of the mean of
+    # the samples' own (token-mean) losses, each sample run alone; token weighting would differ
+    from mimolab.data.packing import collate_packed
+    from mimolab.train.loop import sample_weighted_loss
+
+    stream = iter(world_mixture(SHARES, processor, CFG, max_length=512))
+    samples = [next(stream) for _ in range(5)]
+    assert len({sum(l != -100 for l in s.labels) for s in samples}) > 1  # different numbers of targets
+    torch.manual_seed(0)
+    model = MiMoVL(CFG)
+    row = collate_packed(samples, sum(len(s) for s in samples), CFG.pad_token_id)
+    packed = sample_weighted_loss(model(**row.model_inputs()).logits, row.labels, row.cu_seqlens, len(samples))
+    packed_grads = torch.autograd.grad(packed, list(model.parameters()), allow_unused=True)
+    alone = sum(model(**collate_packed([s], len(s), CFG.pad_token_id).model_inputs()).loss for s in samples) / len(samples)
+    alone_grads = torch.autograd.grad(alone, list(model.parameters()), allow_unused=True)
+    assert float(packed) == pytest.approx(float(alone), rel=1e-5)
+    for a, b in zip(packed_grads, alone_grads):
+        assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, atol=1e-6, rtol=1e-4))
+    token_mean = model(**row.model_inputs()).loss
+    assert abs(float(token_mean) - float(alone)) > 1e-3

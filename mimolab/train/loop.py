@@ -68,6 +68,29 @@ def per_sample_losses(logits: torch.Tensor, labels: torch.Tensor, cu_seqlens: to
     return out
 
 
+def target_weights(labels: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """Weights of a packed row's shifted targets (``labels[0, 1:]``) that give each sample with
+    targets a total weight of 1, shared equally by its target tokens (0 elsewhere)."""
+    valid = labels[0, 1:] != -100
+    weights = torch.zeros(valid.shape)
+    bounds = cu_seqlens.tolist()
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        seg = slice(start, end - 1)  # as in per_sample_losses
+        n = int(valid[seg].sum())
+        if n:
+            weights[seg] = valid[seg].float() / n
+    return weights
+
+
+def sample_weighted_loss(logits: torch.Tensor, labels: torch.Tensor, cu_seqlens: torch.Tensor,
+                         n_samples: int) -> torch.Tensor:
+    """Sum over the row's samples of each sample's mean target loss, over ``n_samples`` (the step's
+    samples with targets, all rows): summed over a step's rows, the mean of per-sample losses."""
+    token_loss = torch.nn.functional.cross_entropy(logits[0, :-1].float(), labels[0, 1:].to(logits.device),
+                                                   ignore_index=-100, reduction="none")
+    return (token_loss * target_weights(labels, cu_seqlens).to(logits.device)).sum() / max(1, n_samples)
+
+
 def make_accelerator(mixed_precision: str = "no"):
     """An ``accelerate.Accelerator`` for the trainer: DDP that tolerates parts a row leaves unused
     (a text-only row never touches the ViT), on CPU (gloo) when there is no GPU."""
@@ -150,6 +173,7 @@ class Trainer:
             group["lr"] = group["base_lr"] * self.stage.lr_factor(self.step)
         all_rows = self.next_rows()
         n_targets = sum(int((r.labels[:, 1:] != -100).sum()) for r in all_rows)  # global: every process packs all rows
+        n_samples = sum(int(target_weights(r.labels, r.cu_seqlens).sum().round()) for r in all_rows)
         rows = all_rows[self.rank::self.world]
         total, per_task, start = 0.0, defaultdict(list), time.perf_counter()
         for i, row in enumerate(rows):
@@ -160,8 +184,13 @@ class Trainer:
                     out = self.wrapped(**{k: v.to(self.model.device) if torch.is_tensor(v) else v
                                           for k, v in row.model_inputs().items()})
                 n_row = int((row.labels[:, 1:] != -100).sum())
-                # token-weighted across all rows of all processes; DDP averages over processes, hence * world
-                loss = out.loss * (n_row / max(1, n_targets)) if n_row else out.logits.sum() * 0.0
+                # weighted across all rows of all processes; DDP averages over processes, hence * world
+                if not n_row:
+                    loss = out.logits.sum() * 0.0
+                elif self.stage.loss_weighting == "sample":
+                    loss = sample_weighted_loss(out.logits, row.labels, row.cu_seqlens, n_samples)
+                else:
+                    loss = out.loss * (n_row / max(1, n_targets))
                 (loss * self.world).backward()
             total += float(loss.detach())
             for task, value in zip(row.tasks, per_sample_losses(out.logits.detach(), row.labels, row.cu_seqlens)):

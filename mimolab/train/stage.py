@@ -32,6 +32,9 @@ class Stage:
     grad_clip: float = 1.0
     row_tokens: int = 1024  # packed row length (the sequence length)
     rows_per_step: int = 4  # packed rows per optimizer step (micro-batches, accumulated)
+    # "token": every target token of the step weighs the same (MiMo-VL, LLaVA); "sample": every sample
+    # weighs the same, its tokens sharing its weight, so a one-token count is not outweighed by a caption
+    loss_weighting: str = "token"
     seed: int = 0
     difficulty: float = 0.5
     text_only: bool = False  # drop images and videos (stage 0: the language model alone)
@@ -49,6 +52,8 @@ class Stage:
             raise ValueError(f"unknown trainable parts {sorted(unknown)}; parts are {PARTS}")
         if self.steps < 1 or self.rows_per_step < 1 or self.row_tokens < 1:
             raise ValueError(f"stage {self.name!r}: steps, rows_per_step and row_tokens must be positive")
+        if self.loss_weighting not in ("token", "sample"):
+            raise ValueError(f"stage {self.name!r}: loss_weighting {self.loss_weighting!r}; choose 'token' or 'sample'")
 
     @property
     def tokens_per_step(self) -> int:

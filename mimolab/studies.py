@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from mimolab.eval.harness import chance_levels
+
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_DIR = ROOT / "experiments" / "studies"
 RESULTS_DIR = ROOT / "experiments" / "results"
@@ -84,8 +86,11 @@ def verdict(test: dict) -> str:
 
 def markdown(name: str, result: dict) -> str:
     lines = [f"# Study `{name}` (profile `{result['profile']}`)", "", result.get("what", ""), "",
-             "| task | arm | final score (mean ± sd over seeds) | seeds |", "|---|---|---|---|"]
-    lines += [f"| {r['task']} | {r['arm']} | {r['mean']:.3f} ± {r['sd']:.3f} | {r['seeds']} |" for r in result["table"]]
+             "| task | arm | final score (mean ± sd over seeds) | chance | seeds |", "|---|---|---|---|---|"]
+    chance = result.get("chance", {})
+    lines += [f"| {r['task']} | {r['arm']} | {r['mean']:.3f} ± {r['sd']:.3f} | "
+              f"{chance[r['task']]:.3f} | {r['seeds']} |" if r["task"] in chance else
+              f"| {r['task']} | {r['arm']} | {r['mean']:.3f} ± {r['sd']:.3f} | - | {r['seeds']} |" for r in result["table"]]
     lines += ["", "| task | arm vs baseline | difference | Welch t | p | reading |", "|---|---|---|---|---|---|"]
     for t in result["tests"]:
         tt = "-" if t["t"] is None else f"{t['t']:.2f}"
@@ -94,9 +99,12 @@ def markdown(name: str, result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def curves_figure(runs: dict[str, dict[int, list[dict]]], tasks: list[str], x: str, path: Path, title: str) -> Path:
-    """Held-out score (and response length where logged) against ``x`` per arm, mean and band over seeds."""
+def curves_figure(runs: dict[str, dict[int, list[dict]]], tasks: list[str], x: str, path: Path, title: str,
+                  chance: dict[str, float] | None = None) -> Path:
+    """Held-out score against ``x`` per arm, mean and band over seeds; chance as a dashed line."""
     import matplotlib
+
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -112,7 +120,45 @@ def curves_figure(runs: dict[str, dict[int, list[dict]]], tasks: list[str], x: s
         part = frame[frame["task"] == task]
         if len(part):
             sns.lineplot(part, x=x, y="score", hue="arm", errorbar="sd", marker="o", ax=ax)
+        if chance and task in chance:
+            ax.axhline(chance[task], color="grey", linestyle="--", linewidth=1, label="chance")
         ax.set(title=task, ylim=(0, 1))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())  # 400k, not 400000
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def training_figure(runs_dir: Path, arms: list[str], seeds: list[int], path: Path, title: str) -> Path | None:
+    """GRPO studies: training reward and response length per task against step, per arm (mean and band
+    over seeds), from each run's ``metrics.jsonl``. None when no run has logged a step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    rows = []
+    for arm in arms:
+        for seed in seeds:
+            metrics = runs_dir / f"{arm}-seed{seed}" / "metrics.jsonl"
+            records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+            rows += [{"arm": arm, "seed": seed, "step": r["step"], "task": k[len("reward/"):], "reward": v,
+                      "response length": r.get(f"response_length/{k[len('reward/'):]}")}
+                     for r in records if "reward" in r for k, v in r.items() if k.startswith("reward/")]
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows)
+    tasks = sorted(frame["task"].unique())
+    fig, axes = plt.subplots(2, len(tasks), figsize=(3.6 * len(tasks), 5.8), squeeze=False)
+    for col, task in enumerate(tasks):
+        part = frame[frame["task"] == task]
+        for row, y in enumerate(("reward", "response length")):
+            sns.lineplot(part, x="step", y=y, hue="arm", errorbar="sd", ax=axes[row][col], legend=col == 0 and row == 0)
+            axes[row][col].set(title=task if row == 0 else "")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -126,7 +172,7 @@ def write_study(name: str, result: dict, runs: dict, tasks: list[str], x: str, o
     paths["json"].write_text(json.dumps({**result, "runs": {a: {str(s): c for s, c in v.items()} for a, v in runs.items()}},
                                         indent=2))
     paths["md"].write_text(markdown(name, result) + f"\n![{name}]({name}.png)\n")
-    curves_figure(runs, tasks, x, paths["png"], f"{name}: held-out score ({result['profile']})")
+    curves_figure(runs, tasks, x, paths["png"], f"{name}: held-out score ({result['profile']})", result.get("chance"))
     return paths
 
 
@@ -200,6 +246,7 @@ def run_grpo_study(name: str, profile: str, start: str | Path | None = None, *, 
     the pipeline's stage 4), the same rollout budget per arm. Writes and returns the study result."""
     from tqdm.auto import tqdm
 
+    from mimolab.rl.grpo import load_grpo_config
     from mimolab.train.pretrain import default_run_dir, run_stage
 
     spec = load_study(name, profile)
@@ -216,11 +263,17 @@ def run_grpo_study(name: str, profile: str, start: str | Path | None = None, *, 
             start, runs_dir / f"{arm}-seed{seed}", profile, overrides, seed, tasks, spec["eval_every"], spec["eval_n"],
             spec["steps"], tracking, f"study-{name}-{profile}", progress=False)
     comparisons = [tuple(c) for c in spec["compare"]]
+    difficulty = load_grpo_config("grpo_on_policy", profile).difficulty
     result = {"study": name, "profile": profile, "what": spec.get("what", ""), "start": str(start),
-              **summarise(runs, tasks, comparisons)}
+              "chance": chance_levels(tasks, spec["eval_n"], difficulty=difficulty), **summarise(runs, tasks, comparisons)}
     if name == "interference":
         result["interference"] = interference(runs, spec)
     write_study(name, result, runs, tasks, "rollouts", out)
+    training = training_figure(runs_dir, list(spec["arms"]), spec["seeds"], out / f"{name}_training.png",
+                               f"{name}: training reward and response length per task ({profile})")
+    if training:
+        with open(out / f"{name}.md", "a") as md:
+            md.write(f"\n![{name} training]({name}_training.png)\n")
     return result
 
 
@@ -277,6 +330,7 @@ def run_long_cot_study(profile: str, *, out: Path = RESULTS_DIR, runs_dir: Path 
             init = result.final
         runs.setdefault(arm, {})[seed] = curve
     result = {"study": "long_cot", "profile": profile, "what": spec.get("what", ""), "start": str(start),
+              "chance": chance_levels(tasks, spec["eval_n"], difficulty=load_stage("stage4_long_context", profile).difficulty),
               **summarise(runs, tasks, [tuple(c) for c in spec["compare"]])}
     write_study("long_cot", result, runs, tasks, "tokens", out)
     return result

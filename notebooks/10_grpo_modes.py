@@ -44,7 +44,8 @@ pd.Series({k: v for k, v in spec.items()}).to_frame("setting")
 
 # %%
 result = run_grpo_study("grpo_modes", profile, out=out)
-display(Image(str(out / "grpo_modes.png")))
+display(Image(str(out / "grpo_modes.png")))  # held-out score against rollouts
+display(Image(str(out / "grpo_modes_training.png")))  # training reward and response length per task
 pd.DataFrame(result["table"]).pivot(index="task", columns="arm", values=["mean", "sd"]).round(3)
 
 # %% [markdown]

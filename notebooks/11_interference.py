@@ -41,7 +41,8 @@ pd.Series({k: v for k, v in spec.items()}).to_frame("setting")
 
 # %%
 result = run_grpo_study("interference", profile, out=out)
-display(Image(str(out / "interference.png")))
+display(Image(str(out / "interference.png")))  # held-out score against rollouts
+display(Image(str(out / "interference_training.png")))  # training reward and response length per task
 pd.DataFrame(result["table"]).pivot(index="task", columns="arm", values="mean").round(3)
 
 # %% [markdown]

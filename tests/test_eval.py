@@ -66,6 +66,8 @@ def test_harness_scores_a_perfect_and_a_blind_model(monkeypatch):
     blind = evaluate(None, None, ["counting"], n=20, progress=False)
     assert blind[0].score == pytest.approx(counts.count(mode) / 20) == pytest.approx(blind[0].chance)
     assert blind[0].z == 0.0
+    # chance_levels (no model) gives the chance evaluate measures on the same samples, here the mode's share
+    assert harness.chance_levels(["counting"], 20)["counting"] == pytest.approx(blind[0].chance)
     assert "| counting |" in markdown_table(blind)
     with pytest.raises(KeyError, match="unknown tasks"):
         evaluate(None, None, ["juggling"], n=4)

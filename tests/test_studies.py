@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from mimolab.eval.harness import chance_levels
 from mimolab.studies import (
     interference,
     load_study,
@@ -58,7 +59,7 @@ def test_the_pipeline_report_summary_lists_each_comparison_and_what_is_missing(t
     text = "\n".join(studies_summary(tmp_path))
     (row,) = [line for line in text.splitlines() if line.startswith("| grpo_modes |")]
     assert "| cpu | counting | vanilla vs on_policy | +0.360 |" in row and ": significant" in row
-    assert "Not run yet: `long_cot`" in text and "`interference`" in text and "`grpo_modes` (" not in text
+    assert "Not run yet: `long_cot`" in text and "| chance |" in (tmp_path / "grpo_modes.md").read_text() and "`interference`" in text and "`grpo_modes` (" not in text
 
 
 @pytest.mark.slow
@@ -73,10 +74,13 @@ def test_grpo_studies_run_at_smoke_and_write_results(tmp_path):
                             tracking="disabled", progress=False)
     saved = json.loads((tmp_path / "results" / "grpo_modes.json").read_text())
     assert saved["tests"] == result["tests"] and (tmp_path / "results" / "grpo_modes.png").stat().st_size
+    assert (tmp_path / "results" / "grpo_modes_training.png").stat().st_size  # reward and length per task
     for arm in ("on_policy", "vanilla"):  # the same rollout budget, scores at steps 0, 1, 2, for every seed
         for curve in saved["runs"][arm].values():
             assert [r["step"] for r in curve] == [0, 1, 2] and curve[-1]["rollouts"] == saved["runs"]["on_policy"]["0"][-1]["rollouts"]
     assert "| counting | vanilla vs on_policy |" in (tmp_path / "results" / "grpo_modes.md").read_text()
+    # chance beside the scores: that of the very held-out samples the curves were measured on
+    assert saved["chance"]["counting"] == pytest.approx(chance_levels(["counting"], 2, difficulty=0.3)["counting"])
 
 
 @pytest.mark.slow

@@ -91,6 +91,16 @@ def best_blind_scores(task: str, samples: list) -> list[float]:
     return max(table, key=sum)
 
 
+def chance_levels(tasks: list[str], n: int, *, seed: int = 0, difficulty: float = 0.5) -> dict[str, float]:
+    """Each task's chance on the held-out samples ``evaluate`` scores (same n, seed, difficulty): the
+    best blind answer's mean score. Needs no model."""
+    out = {}
+    for task in tasks:
+        samples = [generate(task, HELD_OUT + i, seed=seed, difficulty=difficulty) for i in range(n)]
+        out[task] = sum(best_blind_scores(task, samples)) / n
+    return out
+
+
 def with_view_size(sample, processor):
     """A benchmark sample's answer with ``resized_size``: the frame its boxes are answered in."""
     if "image_size" not in sample.answer or not sample.images:

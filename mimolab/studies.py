@@ -184,7 +184,8 @@ def studies_summary(results_dir: Path = RESULTS_DIR) -> list[str]:
     ``results_dir`` (with the profile they were run at), and the command for those not yet run."""
     lines = ["## Studies", "", "From `experiments/results/<study>.json` (written by the study notebooks or "
              "`mimolab study NAME`); mean over seeds, Welch's test across seeds.", "",
-             "| study | profile | task | arm vs baseline | difference | p | reading |", "|---|---|---|---|---|---|---|"]
+             "| study | profile | task | arm vs baseline | arm | baseline | chance | difference | p | reading |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     missing = []
     for name, notebook in STUDIES.items():
         path = results_dir / f"{name}.json"
@@ -192,9 +193,13 @@ def studies_summary(results_dir: Path = RESULTS_DIR) -> list[str]:
             missing.append(f"`{name}` ({notebook}; `mimolab study {name} --profile cpu`)")
             continue
         result = json.loads(path.read_text())
+        means = {(r["task"], r["arm"]): r["mean"] for r in result["table"]}
+        chance = result.get("chance", {})
         for t in result["tests"]:
             p = "-" if t["p"] is None else f"{t['p']:.3f}"
+            level = f"{chance[t['task']]:.2f}" if t["task"] in chance else "-"
             lines.append(f"| {name} | {result['profile']} | {t['task']} | {t['arm']} vs {t['baseline']} | "
+                         f"{means[t['task'], t['arm']]:.2f} | {means[t['task'], t['baseline']]:.2f} | {level} | "
                          f"{t['diff']:+.3f} | {p} | {verdict(t)} |")
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)}."]

@@ -58,7 +58,7 @@ def test_the_pipeline_report_summary_lists_each_comparison_and_what_is_missing(t
     write_study("grpo_modes", result, runs, ["counting"], "rollouts", tmp_path)
     text = "\n".join(studies_summary(tmp_path))
     (row,) = [line for line in text.splitlines() if line.startswith("| grpo_modes |")]
-    assert "| cpu | counting | vanilla vs on_policy | +0.360 |" in row and ": significant" in row
+    assert "| cpu | counting | vanilla vs on_policy | 0.91 | 0.55 | - | +0.360 |" in row and ": significant" in row
     assert "Not run yet: `long_cot`" in text and "| chance |" in (tmp_path / "grpo_modes.md").read_text() and "`interference`" in text and "`grpo_modes` (" not in text
 
 

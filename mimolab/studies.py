@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,14 @@ from mimolab.eval.harness import chance_levels
 ROOT = Path(__file__).resolve().parents[1]
 STUDY_DIR = ROOT / "experiments" / "studies"
 RESULTS_DIR = ROOT / "experiments" / "results"
+
+
+def results_dir(profile: str) -> Path:
+    """Where a study notebook writes: ``experiments/results``, except that the smoke runs of CI
+    write into their run directory (``MIMOLAB_RUN_DIR``) and leave the committed results alone."""
+    if profile != "smoke":
+        return RESULTS_DIR
+    return Path(os.environ.get("MIMOLAB_RUN_DIR", "runs")) / "results"
 
 
 def load_study(name: str, profile: str) -> dict[str, Any]:
@@ -84,13 +93,17 @@ def verdict(test: dict) -> str:
     return f"{word} by {abs(test['diff']):.3f} (Welch p = {test['p']:.2f}): not significant"
 
 
+def _chance(result: dict, task: str) -> str:
+    """The task's chance level as a table cell ('-' in results written before chance was recorded)."""
+    chance = result.get("chance", {})
+    return f"{chance[task]:.3f}" if task in chance else "-"
+
+
 def markdown(name: str, result: dict) -> str:
     lines = [f"# Study `{name}` (profile `{result['profile']}`)", "", result.get("what", ""), "",
              "| task | arm | final score (mean ± sd over seeds) | chance | seeds |", "|---|---|---|---|---|"]
-    chance = result.get("chance", {})
-    lines += [f"| {r['task']} | {r['arm']} | {r['mean']:.3f} ± {r['sd']:.3f} | "
-              f"{chance[r['task']]:.3f} | {r['seeds']} |" if r["task"] in chance else
-              f"| {r['task']} | {r['arm']} | {r['mean']:.3f} ± {r['sd']:.3f} | - | {r['seeds']} |" for r in result["table"]]
+    lines += [f"| {r['task']} | {r['arm']} | {r['mean']:.3f} ± {r['sd']:.3f} | {_chance(result, r['task'])} | "
+              f"{r['seeds']} |" for r in result["table"]]
     lines += ["", "| task | arm vs baseline | difference | Welch t | p | reading |", "|---|---|---|---|---|---|"]
     for t in result["tests"]:
         tt = "-" if t["t"] is None else f"{t['t']:.2f}"
@@ -103,7 +116,6 @@ def curves_figure(runs: dict[str, dict[int, list[dict]]], tasks: list[str], x: s
                   chance: dict[str, float] | None = None) -> Path:
     """Held-out score against ``x`` per arm, mean and band over seeds; chance as a dashed line."""
     import matplotlib
-
     import matplotlib.ticker
 
     matplotlib.use("Agg")
@@ -146,9 +158,10 @@ def training_figure(runs_dir: Path, arms: list[str], seeds: list[int], path: Pat
         for seed in seeds:
             metrics = runs_dir / f"{arm}-seed{seed}" / "metrics.jsonl"
             records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
-            rows += [{"arm": arm, "seed": seed, "step": r["step"], "task": k[len("reward/"):], "reward": v,
-                      "response length": r.get(f"response_length/{k[len('reward/'):]}")}
-                     for r in records if "reward" in r for k, v in r.items() if k.startswith("reward/")]
+            for r in records:
+                tasks = [k.removeprefix("reward/") for k in r if k.startswith("reward/")]
+                rows += [{"arm": arm, "seed": seed, "step": r["step"], "task": task, "reward": r[f"reward/{task}"],
+                          "response length": r.get(f"response_length/{task}")} for task in tasks]
     if not rows:
         return None
     frame = pd.DataFrame(rows)
@@ -194,12 +207,11 @@ def studies_summary(results_dir: Path = RESULTS_DIR) -> list[str]:
             continue
         result = json.loads(path.read_text())
         means = {(r["task"], r["arm"]): r["mean"] for r in result["table"]}
-        chance = result.get("chance", {})
         for t in result["tests"]:
             p = "-" if t["p"] is None else f"{t['p']:.3f}"
-            level = f"{chance[t['task']]:.2f}" if t["task"] in chance else "-"
             lines.append(f"| {name} | {result['profile']} | {t['task']} | {t['arm']} vs {t['baseline']} | "
-                         f"{means[t['task'], t['arm']]:.2f} | {means[t['task'], t['baseline']]:.2f} | {level} | "
+                         f"{means[t['task'], t['arm']]:.2f} | {means[t['task'], t['baseline']]:.2f} | "
+                         f"{_chance(result, t['task'])} | "
                          f"{t['diff']:+.3f} | {p} | {verdict(t)} |")
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)}."]
@@ -341,5 +353,5 @@ def run_long_cot_study(profile: str, *, out: Path = RESULTS_DIR, runs_dir: Path 
     return result
 
 
-__all__ = ["STUDIES", "load_study", "run_grpo_study", "run_long_cot_study", "studies_summary", "summarise", "welch",
-           "write_study"]
+__all__ = ["STUDIES", "load_study", "results_dir", "run_grpo_study", "run_long_cot_study", "studies_summary", "summarise",
+           "welch", "write_study"]

@@ -22,17 +22,14 @@
 profile = None  # "smoke" | "cpu" | "gpu"; None: MIMOLAB_PROFILE or "cpu"
 
 # %%
-import os
-from pathlib import Path
-
 import pandas as pd
 from IPython.display import Image, display
 
 from mimolab.profiles import get_profile
-from mimolab.studies import RESULTS_DIR, load_study, run_grpo_study, verdict
+from mimolab.studies import load_study, results_dir, run_grpo_study, verdict
 
 profile = profile or get_profile("cpu")
-out = RESULTS_DIR if profile != "smoke" else Path(os.environ.get("MIMOLAB_RUN_DIR", "runs")) / "results"
+out = results_dir(profile)  # experiments/results (smoke runs: their run directory)
 spec = load_study("interference", profile)
 pd.Series({k: v for k, v in spec.items()}).to_frame("setting")
 

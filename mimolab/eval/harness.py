@@ -91,14 +91,16 @@ def best_blind_scores(task: str, samples: list) -> list[float]:
     return max(table, key=sum)
 
 
+def held_out(task: str, n: int, *, seed: int = 0, difficulty: float = 0.5) -> list:
+    """The first ``n`` held-out samples of ``task``: what ``evaluate`` scores."""
+    return [generate(task, HELD_OUT + i, seed=seed, difficulty=difficulty) for i in range(n)]
+
+
 def chance_levels(tasks: list[str], n: int, *, seed: int = 0, difficulty: float = 0.5) -> dict[str, float]:
     """Each task's chance on the held-out samples ``evaluate`` scores (same n, seed, difficulty): the
     best blind answer's mean score. Needs no model."""
-    out = {}
-    for task in tasks:
-        samples = [generate(task, HELD_OUT + i, seed=seed, difficulty=difficulty) for i in range(n)]
-        out[task] = sum(best_blind_scores(task, samples)) / n
-    return out
+    return {task: sum(best_blind_scores(task, held_out(task, n, seed=seed, difficulty=difficulty))) / n
+            for task in tasks}
 
 
 def with_view_size(sample, processor):
@@ -139,7 +141,7 @@ def evaluate(model, processor, tasks: list[str] | None = None, *, n: int = 32, s
         raise ValueError("n must be at least 2 (a mean and its standard error)")
     rows = []
     for task in tqdm(tasks, desc="evaluate", disable=not progress):
-        samples = [generate(task, HELD_OUT + i, seed=seed, difficulty=difficulty) for i in range(n)]
+        samples = held_out(task, n, seed=seed, difficulty=difficulty)
         rows.append(score_samples(model, processor, task, samples, batch_size=batch_size, thinking=thinking))
     return rows
 
@@ -165,7 +167,7 @@ def markdown_table(rows: list[TaskScore]) -> str:
 
 def examples(model, processor, task: str, n: int = 4, *, seed: int = 0, difficulty: float = 0.5) -> list[dict]:
     """``n`` held-out samples of ``task`` with the model's greedy reply, the reference and the score."""
-    samples = [generate(task, HELD_OUT + i, seed=seed, difficulty=difficulty) for i in range(n)]
+    samples = held_out(task, n, seed=seed, difficulty=difficulty)
     replies = generate_replies(model, processor, samples)
     return [{"image": (s.images or [v[0] for v in s.videos] or [None])[0], "prompt": s.prompt, "reply": r,
              "reference": s.reply, "score": score(task, r, s.answer, s.reply)} for s, r in zip(samples, replies)]

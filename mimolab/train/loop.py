@@ -173,7 +173,8 @@ class Trainer:
             group["lr"] = group["base_lr"] * self.stage.lr_factor(self.step)
         all_rows = self.next_rows()
         n_targets = sum(int((r.labels[:, 1:] != -100).sum()) for r in all_rows)  # global: every process packs all rows
-        n_samples = sum(int(target_weights(r.labels, r.cu_seqlens).sum().round()) for r in all_rows)
+        n_samples = (sum(int(target_weights(r.labels, r.cu_seqlens).sum().round()) for r in all_rows)
+                     if self.stage.loss_weighting == "sample" else 0)
         rows = all_rows[self.rank::self.world]
         total, per_task, start = 0.0, defaultdict(list), time.perf_counter()
         for i, row in enumerate(rows):

@@ -154,9 +154,9 @@ def run_pipeline(profile: str = "cpu", run_dir: str | Path | None = None, *, tra
     """Every stage of the profile, the held-out evaluation on all tasks, MORL (GRPO from the last
     stage, RL tasks scored before and after; ``morl=False`` stops before it) and the report, which
     ends with the studies' summary read from ``studies_dir`` (default ``experiments/results``)."""
-    from mimolab.studies import RESULTS_DIR
     from mimolab.eval import evaluate
     from mimolab.rl.morl import run_morl
+    from mimolab.studies import RESULTS_DIR
     from mimolab.train.report import write_report
 
     run_dir = Path(run_dir) if run_dir else default_run_dir(profile)

@@ -3,7 +3,11 @@
 1. held-out scores with the real images and with every image replaced by a blank one of the same
    size (a model that ignores the image scores the same on both);
 2. a ridge probe on the vision features (mean and max over the merged tokens of each image): how
-   well colour and count can be read from them linearly (300 counting images to fit, 100 to test).
+   well colour and count can be read from them linearly (300 counting images to fit, 100 to test);
+3. where an object is: whether the vision features say which quadrant of a grounding warm-up image
+   holds the object (pooled features), or which of the 16 merged tokens a feature belongs to (each
+   token's own feature), and how finely the language model's M-RoPE can tell image rows and columns
+   apart (the fastest rotation, in radians per position, that each of its t/h/w sections gets).
 
     python benchmarks/probe_image_use.py runs/cpu/pretrain/stage4_long_context/final --tasks counting,gui,chart,caption
 """
@@ -32,6 +36,14 @@ def blanked(sample):
     return dataclasses.replace(sample, messages=messages)
 
 
+def ridge_accuracy(x: torch.Tensor, y: torch.Tensor, n_fit: int, lam: float = 10.0) -> float:
+    """Test accuracy of a one-hot ridge regression fitted on the first ``n_fit`` rows, standardised."""
+    x = (x - x[:n_fit].mean(0)) / (x[:n_fit].std(0) + 1e-6)
+    onehot = torch.nn.functional.one_hot(y).float()
+    w = torch.linalg.solve(x[:n_fit].T @ x[:n_fit] + lam * torch.eye(x.shape[1]), x[:n_fit].T @ onehot[:n_fit])
+    return float(((x[n_fit:] @ w).argmax(1) == y[n_fit:]).float().mean())
+
+
 @torch.no_grad()
 def probe_accuracy(model, processor, difficulty: float) -> dict[str, float]:
     samples = [generate("counting", i, difficulty=difficulty) for i in range(400)]
@@ -41,15 +53,37 @@ def probe_accuracy(model, processor, difficulty: float) -> dict[str, float]:
         f = model.visual(inputs["pixel_values"], inputs["image_grid_thw"])
         features.append(torch.cat([f.mean(0), f.max(0).values]))
     x = torch.stack(features)
-    x = (x - x[:300].mean(0)) / (x[:300].std(0) + 1e-6)
     targets = {"count": torch.tensor([s.answer["count"] for s in samples]),
                "colour": torch.tensor([list(COLORS).index(s.meta["color"]) for s in samples])}
-    out = {}
-    for name, y in targets.items():
-        onehot = torch.nn.functional.one_hot(y).float()
-        w = torch.linalg.solve(x[:300].T @ x[:300] + 10 * torch.eye(x.shape[1]), x[:300].T @ onehot[:300])
-        out[name] = float(((x[300:] @ w).argmax(1) == y[300:]).float().mean())
-    return out
+    return {name: ridge_accuracy(x, y, 300) for name, y in targets.items()}
+
+
+@torch.no_grad()
+def position_probe(model, processor) -> dict[str, float]:
+    """Whether the vision features carry where things are (grounding warm-ups at difficulty 0: one large
+    object in one quadrant of a 112-pixel image, 4x4 merged tokens; chance 0.25 and 0.0625)."""
+    samples = [generate("grounding", i, difficulty=0.0) for i in range(400)]
+    pooled, tokens, quadrant = [], [], []
+    for s in samples:
+        inputs = processor.image_processor(images=s.images, return_tensors="pt")
+        f = model.visual(inputs["pixel_values"], inputs["image_grid_thw"])
+        pooled.append(torch.cat([f.mean(0), f.max(0).values]))
+        tokens.append(f)
+        x1, y1 = s.answer["bbox_2d"][:2]
+        quadrant.append(int(x1 >= 56) + 2 * int(y1 >= 56))
+    per_token = torch.cat(tokens[:200])
+    index = torch.arange(tokens[0].shape[0]).repeat(200)
+    return {"quadrant_from_pooled": ridge_accuracy(torch.stack(pooled), torch.tensor(quadrant), 300),
+            "token_index_from_own_feature": ridge_accuracy(per_token, index, 150 * tokens[0].shape[0])}
+
+
+def mrope_resolution(config) -> dict[str, float]:
+    """The fastest rotation (radians per position step) among each M-RoPE section's frequencies:
+    sections take the frequencies in order t, h, w, so w gets the slowest."""
+    text = config.text
+    inv_freq = 1.0 / (text.rope_theta ** (torch.arange(0, text.head_dim, 2).float() / text.head_dim))
+    starts = [0, text.mrope_section[0], text.mrope_section[0] + text.mrope_section[1]]
+    return {axis: float(inv_freq[start]) for axis, start in zip("thw", starts)}
 
 
 def main() -> None:
@@ -67,6 +101,8 @@ def main() -> None:
         blank = score_samples(model, processor, task, [blanked(s) for s in samples])
         print(f"| {task} | {real.score:.2f} | {blank.score:.2f} | {real.chance:.2f} |")
     print("linear probe on the vision features (test accuracy):", probe_accuracy(model, processor, args.difficulty))
+    print("position in the vision features (test accuracy):", position_probe(model, processor))
+    print("M-RoPE: fastest rotation per position step, by section:", mrope_resolution(model.config))
 
 
 if __name__ == "__main__":

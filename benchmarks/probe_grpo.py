@@ -35,10 +35,12 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, help="prompts per step (default: the cpu profile's)")
     parser.add_argument("--group", type=int, help="completions per prompt (default: the cpu profile's)")
     parser.add_argument("--temperature", type=float, help="rollout temperature (default: the cpu profile's)")
+    parser.add_argument("--loss-agg", choices=("token_mean", "seq_mean", "constant"), help="(default: the cpu profile's)")
     args = parser.parse_args()
     model, processor = MiMoVL.from_pretrained(args.checkpoint), MiMoVLProcessor.from_pretrained(args.checkpoint)
     extra = {key: value for key, value in (("lr", args.lr), ("prompts_per_step", args.prompts),
-                                           ("group_size", args.group), ("temperature", args.temperature))
+                                           ("group_size", args.group), ("temperature", args.temperature),
+                                           ("loss_agg", args.loss_agg))
              if value is not None}
     cfg = load_grpo_config("grpo_on_policy", "cpu", steps=args.steps, tasks={t: 1.0 for t in args.tasks.split(",")}, **extra)
     tasks = [t for t, _ in cfg.tasks]

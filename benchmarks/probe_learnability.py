@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--vision-lr", type=float, default=None, help="ViT and projector (default: --lr)")
     parser.add_argument("--seed", type=int, default=0, help="model init and data stream")
     parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine decay floor (1: constant after warm-up)")
     parser.add_argument("--difficulty", type=float, default=0.5)
     parser.add_argument("--rows", type=int, default=4, help="packed 1024-token rows per step")
     parser.add_argument("--preset", default="cpu")
@@ -67,7 +68,7 @@ def main() -> None:
     stage = Stage(name="probe", lr={"vision": vision_lr, "projector": vision_lr, "llm": args.lr},
                   shares={t: 1.0 for t in tasks}, steps=args.steps, warmup_steps=min(20, args.steps // 5),
                   row_tokens=1024, rows_per_step=args.rows, checkpoint_every=10**9, difficulty=args.difficulty,
-                  weight_decay=args.weight_decay)
+                  weight_decay=args.weight_decay, min_lr_ratio=args.min_lr_ratio)
     torch.manual_seed(args.seed)
     model = MiMoVL.from_pretrained(args.init) if args.init else MiMoVL(config)
     sampler = world_mixture(stage.shares, processor, config, max_length=1024, difficulty=args.difficulty,

@@ -15,7 +15,7 @@ from mimolab import MiMoVL
 from mimolab.eval import evaluate
 from mimolab.processing import MiMoVLProcessor
 from mimolab.rl import GRPOTrainer
-from mimolab.rl.grpo import load_grpo_config
+from mimolab.rl.grpo import LOSS_AGGREGATIONS, load_grpo_config
 from mimolab.train.pretrain import default_run_dir
 
 
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, help="prompts per step (default: the cpu profile's)")
     parser.add_argument("--group", type=int, help="completions per prompt (default: the cpu profile's)")
     parser.add_argument("--temperature", type=float, help="rollout temperature (default: the cpu profile's)")
-    parser.add_argument("--loss-agg", choices=("token_mean", "seq_mean", "constant"), help="(default: the cpu profile's)")
+    parser.add_argument("--loss-agg", choices=LOSS_AGGREGATIONS, help="(default: the cpu profile's)")
     args = parser.parse_args()
     model, processor = MiMoVL.from_pretrained(args.checkpoint), MiMoVLProcessor.from_pretrained(args.checkpoint)
     extra = {key: value for key, value in (("lr", args.lr), ("prompts_per_step", args.prompts),

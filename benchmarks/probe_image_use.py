@@ -45,14 +45,24 @@ def ridge_accuracy(x: torch.Tensor, y: torch.Tensor, n_fit: int, lam: float = 10
 
 
 @torch.no_grad()
-def probe_accuracy(model, processor, difficulty: float) -> dict[str, float]:
-    samples = [generate("counting", i, difficulty=difficulty) for i in range(400)]
-    features = []
+def vision_features(model, processor, samples: list) -> list[torch.Tensor]:
+    """Each sample's merged vision tokens (projector outputs), one (tokens, hidden) tensor per image."""
+    out = []
     for s in samples:
         inputs = processor.image_processor(images=s.images, return_tensors="pt")
-        f = model.visual(inputs["pixel_values"], inputs["image_grid_thw"])
-        features.append(torch.cat([f.mean(0), f.max(0).values]))
-    x = torch.stack(features)
+        out.append(model.visual(inputs["pixel_values"], inputs["image_grid_thw"]))
+    return out
+
+
+def pooled(features: torch.Tensor) -> torch.Tensor:
+    """Mean and max over an image's tokens: what the linear probes read."""
+    return torch.cat([features.mean(0), features.max(0).values])
+
+
+@torch.no_grad()
+def probe_accuracy(model, processor, difficulty: float) -> dict[str, float]:
+    samples = [generate("counting", i, difficulty=difficulty) for i in range(400)]
+    x = torch.stack([pooled(f) for f in vision_features(model, processor, samples)])
     targets = {"count": torch.tensor([s.answer["count"] for s in samples]),
                "colour": torch.tensor([list(COLORS).index(s.meta["color"]) for s in samples])}
     return {name: ridge_accuracy(x, y, 300) for name, y in targets.items()}
@@ -63,17 +73,11 @@ def position_probe(model, processor) -> dict[str, float]:
     """Whether the vision features carry where things are (grounding warm-ups at difficulty 0: one large
     object in one quadrant of a 112-pixel image, 4x4 merged tokens; chance 0.25 and 0.0625)."""
     samples = [generate("grounding", i, difficulty=0.0) for i in range(400)]
-    pooled, tokens, quadrant = [], [], []
-    for s in samples:
-        inputs = processor.image_processor(images=s.images, return_tensors="pt")
-        f = model.visual(inputs["pixel_values"], inputs["image_grid_thw"])
-        pooled.append(torch.cat([f.mean(0), f.max(0).values]))
-        tokens.append(f)
-        x1, y1 = s.answer["bbox_2d"][:2]
-        quadrant.append(int(x1 >= 56) + 2 * int(y1 >= 56))
+    tokens = vision_features(model, processor, samples)
+    quadrant = [int(s.answer["bbox_2d"][0] >= 56) + 2 * int(s.answer["bbox_2d"][1] >= 56) for s in samples]
     per_token = torch.cat(tokens[:200])
     index = torch.arange(tokens[0].shape[0]).repeat(200)
-    return {"quadrant_from_pooled": ridge_accuracy(torch.stack(pooled), torch.tensor(quadrant), 300),
+    return {"quadrant_from_pooled": ridge_accuracy(torch.stack([pooled(f) for f in tokens]), torch.tensor(quadrant), 300),
             "token_index_from_own_feature": ridge_accuracy(per_token, index, 150 * tokens[0].shape[0])}
 
 

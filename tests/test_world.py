@@ -15,7 +15,7 @@ from mimolab.data.samples import make_samples
 from mimolab.data.schema import load_media, read_jsonl, write_jsonl
 from mimolab.data.world import TASKS, generate
 from mimolab.data.world.charts import BAR_COLOR
-from mimolab.data.world.scene import BACKGROUND, COLORS
+from mimolab.data.world.scene import BACKGROUND, COLORS, RAMP, canvas
 from mimolab.data.world.video import format_span, parse_span
 
 N = 12  # samples per task per check
@@ -215,13 +215,20 @@ def test_ocr_text_is_drawn_inside_its_word_boxes():
         assert s.reply == (json.dumps(s.answer["boxes"]) if s.meta["kind"] == "spot" else s.answer["text"])
 
 
-def test_images_are_multiples_of_28_pixels_and_backgrounds_plain():
+def test_images_are_multiples_of_28_pixels_and_backgrounds_ramps():
     for task in TASKS:
         for difficulty in (0.0, 1.0):
             sample = generate(task, 0, difficulty=difficulty)
             for image in sample.images + [f for frames in sample.videos for f in frames]:
                 assert image.width % 28 == 0 and image.height % 28 == 0, task
-    assert tuple(pixels(generate("caption", 0).images[0])[0, 0]) == BACKGROUND
+    # the background ramp: its centre is the processor's mean colour, red grows to the right, blue downwards
+    empty = pixels(canvas(112, 56)).astype(int)
+    assert np.abs(empty[27:29, 55:57] - BACKGROUND).max() <= 1
+    assert (np.diff(empty[..., 0], axis=1) >= 0).all() and (np.diff(empty[..., 2], axis=0) >= 0).all()
+    assert empty[0, -1, 0] - empty[0, 0, 0] == RAMP and empty[-1, 0, 2] - empty[0, 0, 2] == RAMP
+    assert (empty[..., 1] == BACKGROUND[1]).all()
+    image = pixels(generate("caption", 0).images[0])
+    assert (image[0, 0] == pixels(canvas(*generate("caption", 0).images[0].size))[0, 0]).all()
 
 
 def test_jsonl_round_trip(tmp_path):

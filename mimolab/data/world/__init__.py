@@ -10,7 +10,8 @@ what its difficulty changes. ``difficulty`` is in [0, 1]; 0.5 is the default, 1.
 cpu profile's stages train and evaluate at 0, the easy end (see experiments/pretrain/). In the scene tasks
 (caption, grounding, counting) objects sit on the 28-pixel grid of merged vision tokens with
 probability 1 - difficulty, so at the easy end each object fills whole tokens. Backgrounds are the
-image processor's mean colour (scene.BACKGROUND says why):
+image processor's mean colour under a faint red/blue ramp that tells a patch where it is (scene.BACKGROUND
+and scene.RAMP say why):
 
 | task | module | reward needs (``answer``) | difficulty raises |
 |---|---|---|---|

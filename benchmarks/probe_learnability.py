@@ -56,8 +56,8 @@ def probe_stage(args: argparse.Namespace) -> Stage:
     given = {"steps": args.steps, "difficulty": args.difficulty, "rows_per_step": args.rows,
              "weight_decay": args.weight_decay, "min_lr_ratio": args.min_lr_ratio}
     given = {k: v for k, v in given.items() if v is not None}
-    if args.tasks:
-        given["shares"] = {t: 1.0 for t in args.tasks.split(",")}
+    if args.tasks:  # task or task=share, comma-separated (no share: equal shares)
+        given["shares"] = {t.split("=")[0]: float(t.split("=")[1]) if "=" in t else 1.0 for t in args.tasks.split(",")}
     if args.stage:
         stage = load_stage(args.stage, "cpu")
     else:
@@ -76,7 +76,7 @@ def probe_stage(args: argparse.Namespace) -> Stage:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int)
-    parser.add_argument("--tasks")
+    parser.add_argument("--tasks", help="tasks to train, comma-separated, each optionally with its token share (grounding=0.2)")
     parser.add_argument("--lr", type=float, help="language model learning rate (default 2e-3)")
     parser.add_argument("--vision-lr", type=float, default=None, help="ViT and projector (default: --lr)")
     parser.add_argument("--seed", type=int, default=0, help="model init and data stream")

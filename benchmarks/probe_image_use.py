@@ -7,7 +7,11 @@
 3. where an object is: whether the vision features say which quadrant of a grounding warm-up image
    holds the object (pooled features), or which of the 16 merged tokens a feature belongs to (each
    token's own feature), and how finely the language model's M-RoPE can tell image rows and columns
-   apart (the fastest rotation, in radians per position, that each of its t/h/w sections gets).
+   apart (the fastest rotation, in radians per position, that each of its t/h/w sections gets);
+4. whether the count reaches the answer: on counting questions (difficulty 0, no-think prompt), how well a
+   ridge probe reads the count from the language model's state at the last prompt position after each layer,
+   how far apart the two counts' mean states are against their spread along that line (the final state), and
+   how often the model's own logits put the right count above the other.
 
     python benchmarks/probe_image_use.py runs/cpu/pretrain/stage4_long_context/final --tasks counting,gui,chart,caption
 """
@@ -25,6 +29,8 @@ from mimolab.data.world import generate
 from mimolab.data.world.scene import COLORS
 from mimolab.eval.harness import held_out, score_samples
 from mimolab.processing import MiMoVLProcessor
+
+HELD_OUT_PROBE = 20_000  # sample indices of the answer-position probe, away from training streams' early indices
 
 
 def blanked(sample):
@@ -81,6 +87,37 @@ def position_probe(model, processor) -> dict[str, float]:
             "token_index_from_own_feature": ridge_accuracy(per_token, index, 150 * tokens[0].shape[0])}
 
 
+@torch.no_grad()
+def count_at_answer(model, processor, n: int = 400) -> dict:
+    """Count decodability at the answer position, layer by layer (see the module docstring, item 4)."""
+    states, counts, own = [], [], []
+    taken: list[torch.Tensor] = []
+    hooks = [layer.register_forward_hook(lambda _m, _i, out: taken.append(out[0, -1]))
+             for layer in model.language_model.layers]
+    digits = [processor.tokenizer.convert_tokens_to_ids(str(k)) for k in (1, 2)]
+    try:
+        for i in range(n):
+            s = generate("counting", HELD_OUT_PROBE + i, difficulty=0.0)
+            prompt = processor.apply_chat_template([m for m in s.messages if m["role"] == "user"], enable_thinking=False)
+            inputs = {k: v for k, v in processor([prompt], images=s.images).items() if k != "mm_token_type_ids"}
+            taken.clear()
+            out = model(**inputs)
+            states.append(torch.stack(taken + [out.hidden_states[0, -1]]))
+            counts.append(s.answer["count"] - 1)
+            own.append(int(out.logits[0, -1, digits].argmax()))
+    finally:
+        for h in hooks:
+            h.remove()
+    x, y = torch.stack(states), torch.tensor(counts)
+    final = x[:, -1]
+    gap = final[y == 1].mean(0) - final[y == 0].mean(0)
+    along = final @ (gap / gap.norm())
+    spread = torch.cat([along[y == k] - along[y == k].mean() for k in (0, 1)]).std()
+    return {"ridge_by_layer": [round(ridge_accuracy(x[:, l], y, 3 * n // 4), 3) for l in range(x.shape[1])],
+            "mean_gap_over_spread": round(float(gap.norm() / spread), 3),
+            "model_picks_right_count": round(float((torch.tensor(own) == y).float().mean()), 3)}
+
+
 def mrope_resolution(config) -> dict[str, float]:
     """The fastest rotation (radians per position step) among each M-RoPE section's frequencies:
     sections take the frequencies in order t, h, w, so w gets the slowest."""
@@ -107,6 +144,8 @@ def main() -> None:
     print("linear probe on the vision features (test accuracy):", probe_accuracy(model, processor, args.difficulty))
     print("position in the vision features (test accuracy):", position_probe(model, processor))
     print("M-RoPE: fastest rotation per position step, by section:", mrope_resolution(model.config))
+    print("count at the answer position (ridge probe after each layer, then after the final norm):",
+          count_at_answer(model, processor))
 
 
 if __name__ == "__main__":

@@ -30,8 +30,6 @@ from mimolab.data.world.scene import COLORS
 from mimolab.eval.harness import held_out, score_samples
 from mimolab.processing import MiMoVLProcessor
 
-HELD_OUT_PROBE = 20_000  # sample indices of the answer-position probe, away from training streams' early indices
-
 
 def blanked(sample):
     """The sample with every image replaced by a white one of the same size."""
@@ -96,8 +94,7 @@ def count_at_answer(model, processor, n: int = 400) -> dict:
              for layer in model.language_model.layers]
     digits = [processor.tokenizer.convert_tokens_to_ids(str(k)) for k in (1, 2)]
     try:
-        for i in range(n):
-            s = generate("counting", HELD_OUT_PROBE + i, difficulty=0.0)
+        for s in held_out("counting", n, difficulty=0.0):
             prompt = processor.apply_chat_template([m for m in s.messages if m["role"] == "user"], enable_thinking=False)
             inputs = {k: v for k, v in processor([prompt], images=s.images).items() if k != "mm_token_type_ids"}
             taken.clear()

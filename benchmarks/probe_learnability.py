@@ -30,7 +30,7 @@ from mimolab.data.pipeline import world_mixture, world_processor, world_tokenize
 from mimolab.data.world import TASKS
 from mimolab.eval import evaluate, markdown_table
 from mimolab.train import Stage, Trainer
-from mimolab.train.stage import load_stage
+from mimolab.train.stage import PARTS, load_stage
 
 
 @torch.no_grad()
@@ -52,25 +52,24 @@ def image_sensitivity(model: MiMoVL, processor, task: str, difficulty: float) ->
 
 def probe_stage(args: argparse.Namespace) -> Stage:
     """The probe's stage: a pipeline stage's cpu settings (``--stage``) or the probe's defaults, with the
-    options given on the command line on top."""
+    options given on the command line on top. Without ``--stage``, ``--lr`` sets every part's rate."""
+    base = load_stage(args.stage, "cpu") if args.stage else Stage(
+        lr={part: 2e-3 for part in PARTS}, shares={t: 1.0 for t in TASKS}, steps=150, warmup_steps=20,
+        difficulty=0.5, rows_per_step=4, row_tokens=1024)
     given = {"steps": args.steps, "difficulty": args.difficulty, "rows_per_step": args.rows,
              "weight_decay": args.weight_decay, "min_lr_ratio": args.min_lr_ratio}
     given = {k: v for k, v in given.items() if v is not None}
     if args.tasks:  # task or task=share, comma-separated (no share: equal shares)
         given["shares"] = {t.split("=")[0]: float(t.split("=")[1]) if "=" in t else 1.0 for t in args.tasks.split(",")}
-    if args.stage:
-        stage = load_stage(args.stage, "cpu")
-    else:
-        stage = Stage(name="probe", shares={t: 1.0 for t in TASKS}, steps=150, difficulty=0.5, rows_per_step=4,
-                      row_tokens=1024)
-    lr = dict(stage.lr) if args.stage else {"vision": 2e-3, "projector": 2e-3, "llm": 2e-3}
+    lr = dict(base.lr)
     if args.lr is not None:
         lr["llm"] = args.lr
-    if args.vision_lr is not None or (args.lr is not None and not args.stage):
-        lr["vision"] = lr["projector"] = args.vision_lr or args.lr
-    stage = dataclasses.replace(stage, name="probe", lr=lr, checkpoint_every=10**9, init_from=None, seed=args.seed,
+    vision_lr = args.vision_lr or (None if args.stage else args.lr)
+    if vision_lr is not None:
+        lr["vision"] = lr["projector"] = vision_lr
+    stage = dataclasses.replace(base, name="probe", lr=lr, checkpoint_every=10**9, init_from=None, seed=args.seed,
                                 **given)
-    return dataclasses.replace(stage, warmup_steps=min(stage.warmup_steps if args.stage else 20, stage.steps // 5))
+    return dataclasses.replace(stage, warmup_steps=min(stage.warmup_steps, stage.steps // 5))
 
 
 def main() -> None:

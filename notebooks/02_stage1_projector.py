@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -17,10 +22,12 @@
 # features land where the language model can read them, while both big networks stay frozen
 # (report, sec. 2: 300B tokens at 8K, lr 1e-3).
 #
-# The small profiles have no MiMo-7B-Base to start from, so the pipeline first runs **stage 0**:
-# the language model alone, on the world's text. It stands in for the base model and is the only
-# stage the 7B profile skips. The ViT of the small profiles starts from random weights; stage 2
-# is where it learns.
+# The small profiles have neither network pre-trained, so the pipeline first runs two **stage 0**s,
+# which the 7B profile skips: the language model alone on the world's text (standing in for
+# MiMo-7B-Base), then the ViT alone on the world's scene labels (standing in for Qwen2.5-ViT: for every
+# token it learns the colour, shape and size of what covers it, through linear heads thrown away
+# afterwards). Without that warm-up the ViT starts stage 1 from random weights, and the small models
+# learned to read their images far more slowly (see `experiments/pretrain/stage0_vision.yaml`).
 #
 # Everything here is one call into the library (`mimolab.train.pretrain.run_stage`); the stage
 # itself is the YAML file `experiments/pretrain/stage1_projector.yaml`.
@@ -50,7 +57,7 @@ print(f"profile {profile}; run directory {run_dir}")
 # A part missing from `lr` is frozen: no gradient, no optimizer state, bit-identical weights.
 
 # %%
-stages = {name: load_stage(name, profile) for name in ("stage0_llm", "stage1_projector")}
+stages = {name: load_stage(name, profile) for name in ("stage0_llm", "stage0_vision", "stage1_projector")}
 pd.DataFrame({name: {"what": s.what, "trains (lr)": s.lr, "data (token shares)": s.shares, "steps": s.steps,
                      "tokens per step": s.tokens_per_step, "starts from": s.init_from or "random weights"}
               for name, s in stages.items()})
@@ -66,7 +73,17 @@ stage0 = run_stage("stage0_llm", profile, run_dir, log=live0, eval_n=eval_n)
 pd.DataFrame(stage0.eval)
 
 # %% [markdown]
-# ## 3. Stage 1: only the projector trains
+# ## 3. Stage 0, vision: the ViT alone
+# Held-out scenes: how often the heads name the colour, shape and size of the object on a token that
+# shows one (chance: the most common class).
+
+# %%
+live0v = LiveLoss("stage 0: ViT on scene labels")
+stage0v = run_stage("stage0_vision", profile, run_dir, log=live0v, eval_n=eval_n)
+pd.DataFrame(stage0v.eval)
+
+# %% [markdown]
+# ## 4. Stage 1: only the projector trains
 
 # %%
 live1 = LiveLoss("stage 1: projector on captions")
@@ -74,19 +91,19 @@ stage1 = run_stage("stage1_projector", profile, run_dir, log=live1, eval_n=eval_
 fig = live1.figure() if live1.records else None
 
 # %% [markdown]
-# ## 4. Frozen means frozen
+# ## 5. Frozen means frozen
 # The checkpoints before and after stage 1, compared tensor by tensor.
 
 # %%
-before, after = MiMoVL.from_pretrained(stage0.final), MiMoVL.from_pretrained(stage1.final)
+before, after = MiMoVL.from_pretrained(stage0v.final), MiMoVL.from_pretrained(stage1.final)
 pd.DataFrame(weight_changes(before, after)).set_index("part")
 
 # %% [markdown]
-# ## 5. What the model can say about an image now
+# ## 6. What the model can say about an image now
 # Captions of held-out images, scored by the F1 of the objects they name; chance is measured by
-# scoring each reference against another image's reference. With the ViT still random, the
-# projector can only pass on what random features already carry: expect captions whose form is
-# right and whose content is partly right at best.
+# scoring the best single reference against every image. The language model is still the text-only one
+# of stage 0, so the projector must write into inputs it was never trained to read: expect captions
+# whose form is right and whose content is partly right at best.
 
 # %%
 plot_scores(stage1.eval, title="after stage 1")

@@ -123,6 +123,20 @@ class VisionTransformer(nn.Module):
         return emb.cos(), emb.sin()
 
     def forward(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+        """(N, patch_dim) flattened patches -> (N/4, out_hidden) merged tokens, in the processor's order."""
+        x, window_index = self.encode(pixel_values, grid_thw)
+        merged = self.merger(x)  # (N/4, out_hidden)
+        return merged[torch.argsort(window_index)]
+
+    def token_features(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
+        """The ViT's output before the projector, averaged over each 2x2 merge unit: (N/4, hidden), one
+        row per language-model token in the processor's order (what the vision warm-up trains on)."""
+        x, window_index = self.encode(pixel_values, grid_thw)
+        unit = self.cfg.spatial_merge_size**2
+        return x.reshape(-1, unit, x.shape[-1]).mean(1)[torch.argsort(window_index)]
+
+    def encode(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ViT blocks' output (N, hidden) in window order, and the window order of the merge units."""
         v = self.cfg
         grid_thw = grid_thw.cpu().long()
         n_patches = int(grid_thw.prod(-1).sum())
@@ -150,5 +164,4 @@ class VisionTransformer(nn.Module):
                 x = checkpoint(block, x, cos, sin, segments, use_reentrant=False)
             else:
                 x = block(x, cos, sin, segments)
-        merged = self.merger(x)  # (N/4, out_hidden)
-        return merged[torch.argsort(window_index)]
+        return x, window_index

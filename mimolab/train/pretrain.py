@@ -35,7 +35,7 @@ from mimolab.train.loop import Trainer
 from mimolab.train.stage import STAGE_DIR, Stage, load_stage
 from mimolab.train.tracking import Tracker
 
-STAGES = ("stage0_llm", "stage1_projector", "stage2_alignment", "stage3_multimodal", "stage4_long_context")
+STAGES = ("stage0_llm", "stage0_vision", "stage1_projector", "stage2_alignment", "stage3_multimodal", "stage4_long_context")
 
 
 @dataclass
@@ -113,11 +113,16 @@ def run_stage(name: str, profile: str = "cpu", run_dir: str | Path | None = None
         model.to(accelerator.device)
     resolved = {"profile": profile, **dataclasses.asdict(stage)}
     (stage_dir / "stage.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    sampler = world_mixture(stage.shares, processor, model.config, max_length=stage.row_tokens, seed=stage.seed,
-                            difficulty=stage.difficulty, text_only=stage.text_only)
     is_main = accelerator is None or accelerator.is_main_process
     tracker = Tracker(stage_dir, resolved, name=f"{profile}-{name}", group=f"pretrain-{profile}",
                       mode=tracking if is_main else "disabled")
+    if stage.objective == "scene_labels":
+        history = _warm_up_vision(model, processor, stage, stage_dir, tracker, eval_n, progress, log) if is_main else []
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
+        return StageResult(name, stage, final, history, _read_eval(stage_dir))
+    sampler = world_mixture(stage.shares, processor, model.config, max_length=stage.row_tokens, seed=stage.seed,
+                            difficulty=stage.difficulty, text_only=stage.text_only)
     with tracker:
         trainer = Trainer(model, stage, sampler, stage_dir, tracker=tracker, accelerator=accelerator)
         trainer.resume()
@@ -132,6 +137,22 @@ def run_stage(name: str, profile: str = "cpu", run_dir: str | Path | None = None
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return StageResult(name, stage, final, history, _read_eval(stage_dir))
+
+
+def _warm_up_vision(model: MiMoVL, processor: MiMoVLProcessor, stage: Stage, stage_dir: Path, tracker: Tracker,
+                    eval_n: int, progress: bool, log) -> list[dict]:
+    """The small profiles' vision warm-up (one process): train, score the held-out scenes, save."""
+    from mimolab.train.vision_warmup import VisionWarmup
+
+    with tracker:
+        warmup = VisionWarmup(model, stage, processor.image_processor, stage_dir, tracker)
+        warmup.resume()
+        history = warmup.train(progress=progress, log=log)
+        scores = warmup.evaluate() if eval_n else []
+        (stage_dir / "eval.json").write_text(json.dumps(scores, indent=2))
+        tracker.log({f"eval/{row['task']}": row["score"] for row in scores})
+        save_final(model, processor, stage_dir / "final")
+    return history
 
 
 def _evaluate(model: MiMoVL, processor: MiMoVLProcessor, stage: Stage, n: int, progress: bool) -> list[dict]:

@@ -128,7 +128,6 @@ def write_report(run_dir: Path, profile: str, results: list, final_scores: list[
     summary table read from there."""
     figures = run_dir / "figures"
     figures.mkdir(exist_ok=True)
-    names = [r.name for r in results]
     lines = [f"# Pipeline report: profile `{profile}`", "",
              "Every number below was measured by this run (`metrics.jsonl`, `eval.json`, `final_eval.json`).", "",
              "## Stages", "", "| stage | what | trains (lr) | steps | tokens | minutes | last-10 loss | tokens/s |",
@@ -139,9 +138,11 @@ def write_report(run_dir: Path, profile: str, results: list, final_scores: list[
         minutes = sum(r["tokens"] / r["tokens_per_s"] for r in records) / 60
         tail = [r["loss"] for r in records[-10:]]
         lr = ", ".join(f"{k} {v:g}" for k, v in result.stage.lr.items())
-        lines.append(f"| {result.name} | {result.stage.what} | {lr} | {len(records)} | {tokens:,} | {minutes:.1f} | "
+        unit = " patches" if result.stage.objective == "scene_labels" else ""  # the vision warm-up counts image patches
+        lines.append(f"| {result.name} | {result.stage.what} | {lr} | {len(records)} | {tokens:,}{unit} | {minutes:.1f} | "
                      f"{sum(tail) / max(1, len(tail)):.3f} | {tokens / max(1e-9, minutes * 60):,.0f} |")
-    loss_figure(run_dir, names, figures / "loss.png")
+    # the language-model stages only: the vision warm-up's loss is another objective on another scale
+    loss_figure(run_dir, [r.name for r in results if r.stage.objective == "lm"], figures / "loss.png")
     lines += ["", "![loss](figures/loss.png)", ""]
     for result in results[-2:]:
         records = read_metrics(run_dir / result.name)

@@ -45,6 +45,10 @@ class Stage:
     gradient_checkpointing: bool = False
     lora: dict[str, Any] | None = None  # {"parts": [...], "r": 8, "alpha": 16}: train adapters, not the weights
     eval_tasks: tuple[str, ...] = ()  # what the stage's notebook measures afterwards
+    # "lm": next-token loss on packed rows (every MiMo-VL stage); "scene_labels": the small profiles' vision
+    # warm-up (mimolab/train/vision_warmup.py), ``images_per_step`` labelled scenes per step
+    objective: str = "lm"
+    images_per_step: int = 32
 
     def __post_init__(self) -> None:
         unknown = set(self.lr) - set(PARTS)
@@ -52,6 +56,8 @@ class Stage:
             raise ValueError(f"unknown trainable parts {sorted(unknown)}; parts are {PARTS}")
         if self.steps < 1 or self.rows_per_step < 1 or self.row_tokens < 1:
             raise ValueError(f"stage {self.name!r}: steps, rows_per_step and row_tokens must be positive")
+        if self.objective not in ("lm", "scene_labels"):
+            raise ValueError(f"stage {self.name!r}: objective {self.objective!r}; choose 'lm' or 'scene_labels'")
         if self.loss_weighting not in ("token", "sample"):
             raise ValueError(f"stage {self.name!r}: loss_weighting {self.loss_weighting!r}; choose 'token' or 'sample'")
 

@@ -1,0 +1,88 @@
+"""The small profiles' vision warm-up: its labels against the rendered pixels, its features in the
+language model's token order, frozen parts, and a killed run that resumes with the same losses."""
+
+import numpy as np
+import pytest
+import torch
+
+from mimolab import MiMoVL, MiMoVLConfig
+from mimolab.data.world.scene import COLORS
+from mimolab.model.summary import weight_changes
+from mimolab.processing import image_processor
+from mimolab.train.stage import load_stage
+from mimolab.train.vision_warmup import ATTRIBUTES, MIN_PIXELS, SCENE_TASKS, VisionWarmup, scene, scene_batch
+
+
+def test_labels_name_what_the_pixels_show():
+    """Each token's label against the rendered image (processor-sized): a token labelled with a colour holds
+    pixels of that colour; a background token holds at most a sliver of any object colour."""
+    processor = image_processor()
+    batch = scene_batch(processor, range(40), seed=0, difficulty=0.5)
+    start, objects_seen = 0, 0
+    for index, (_, rows, cols) in zip(range(40), batch["image_grid_thw"].tolist()):
+        image = scene(index, seed=0, difficulty=0.5).images[0]
+        pixels = np.asarray(image.resize((cols * 14, rows * 14))).astype(int)
+        labels = batch["labels"][start:start + rows * cols // 4]
+        start += len(labels)
+        for token, (colour, _, _) in enumerate(labels.tolist()):
+            r, c = divmod(token, cols // 2)
+            cell = pixels[r * 28:(r + 1) * 28, c * 28:(c + 1) * 28].reshape(-1, 3)
+            shares = {name: (np.abs(cell - np.array(rgb)).max(-1) < 8).sum() for name, rgb in COLORS.items()}
+            if colour:
+                assert shares[ATTRIBUTES["colour"][colour - 1]] >= MIN_PIXELS * 0.8, (index, token)
+                objects_seen += 1
+            else:
+                assert max(shares.values()) < MIN_PIXELS, (index, token)
+    assert start == len(batch["labels"]) and objects_seen > 40
+    assert len({scene(i, 0, 0.5).task for i in range(40)}) == len(SCENE_TASKS)
+
+
+def test_token_features_follow_the_merged_tokens_order():
+    """With the projector replaced by a 2x2 average, the model's own vision forward (parity-tested against
+    transformers) must give exactly the warm-up's token features: same units, same order."""
+    model = MiMoVL(MiMoVLConfig.from_name("smoke")).eval()
+    batch = scene_batch(image_processor(), range(3), seed=1, difficulty=0.5)
+    unit = model.config.vision.spatial_merge_size ** 2
+
+    class Average(torch.nn.Module):
+        def forward(self, x):
+            return x.reshape(-1, unit, x.shape[-1]).mean(1)
+
+    with torch.no_grad():
+        features = model.visual.token_features(batch["pixel_values"], batch["image_grid_thw"])
+        model.visual.merger = Average()
+        torch.testing.assert_close(features, model.visual(batch["pixel_values"], batch["image_grid_thw"]))
+    assert features.shape[0] == len(batch["labels"])
+
+
+@pytest.fixture()
+def warmup_stage():
+    return load_stage("stage0_vision", "smoke", steps=4, checkpoint_every=2, images_per_step=4)
+
+
+def test_only_the_vit_trains(tmp_path, warmup_stage):
+    torch.manual_seed(0)
+    model = MiMoVL(MiMoVLConfig.from_name("smoke"))
+    before = MiMoVL(model.config)
+    before.load_state_dict(model.state_dict())
+    VisionWarmup(model, warmup_stage, image_processor(), tmp_path).train(progress=False)
+    changed = {r["part"]: r["changed"] for r in weight_changes(before, model)}
+    assert changed["vision"] > 0 and changed["projector"] == 0 and changed["llm"] == 0
+    with pytest.raises(ValueError, match="ViT alone"):
+        VisionWarmup(model, load_stage("stage1_projector", "smoke"), image_processor(), tmp_path)
+
+
+def test_a_killed_warmup_resumes_with_the_same_losses(tmp_path, warmup_stage):
+    def fresh():
+        torch.manual_seed(0)
+        return MiMoVL(MiMoVLConfig.from_name("smoke"))
+
+    straight = VisionWarmup(fresh(), warmup_stage, image_processor(), tmp_path / "straight").train(progress=False)
+    first = VisionWarmup(fresh(), warmup_stage, image_processor(), tmp_path / "crashed")
+    first.train_step(), first.train_step()
+    first.save_checkpoint()  # what the loop writes at step 2; the process then dies
+    resumed = VisionWarmup(fresh(), warmup_stage, image_processor(), tmp_path / "crashed")
+    assert resumed.resume() and resumed.step == 2
+    history = resumed.train(progress=False)
+    assert [r["step"] for r in history] == [3, 4]
+    assert [r["loss"] for r in history] == pytest.approx([r["loss"] for r in straight[2:]], abs=1e-6)

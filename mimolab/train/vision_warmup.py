@@ -4,15 +4,16 @@ MiMo-VL's stage 1 starts from a ViT that already sees (Qwen2.5-ViT, pre-trained 
 and trains only the projector. The small profiles have no such checkpoint; stage 0 (``stage0_llm``)
 stands in for MiMo-7B-Base and this stage for the ViT. It trains the ViT alone, with the world's scene
 labels as the teacher: for every language-model token (a 2x2 merge unit, 28x28 pixels), the colour,
-shape and size of the object that covers it, or background. Three linear heads read the ViT's output
-averaged over the unit; they are thrown away afterwards, as a pre-training head is. The projector stays
-at its random initialisation (MiMo-VL's stage 1 starts it from scratch) and the language model is not
-touched: both are bit-identical after this stage.
+shape and size of the object that covers it, or background; and for every image, how many objects of
+each colour and of each shape it holds, read from the mean of its tokens (a pre-trained ViT carries such
+image-level facts in every token, which is what a language model attending broadly reads first). Linear
+heads read the ViT's output averaged over each merge unit; they are thrown away afterwards, as a
+pre-training head is. The projector stays at its random initialisation (MiMo-VL's stage 1 starts it from
+scratch) and the language model is not touched: both are bit-identical after this stage.
 
-Why it exists, measured with ``benchmarks/probe_learnability.py`` (stage 3's cpu settings from the cpu
-pipeline's stage 2, 300 steps, one task, n=40): a ViT trained from random weights by the language
-model's loss alone reached caption F1 0.25 (chance 0.07) and counting stayed at chance in most seeds;
-after 300 warm-up steps (106 s on 2 cores) the same runs reached caption 0.75 and counting 1.00.
+Why it exists, measured with ``benchmarks/probe_learnability.py`` (caption alone with stage 3's cpu
+settings, 300 steps, n=40, chance 0.07): from the stage 2 of a pipeline whose ViT started from random
+weights, caption F1 0.25; from the stage 2 of a pipeline with this warm-up, 0.78.
 
 Resumable like the other stages: the samples of step ``s`` are world indices ``s * images_per_step`` on,
 so a checkpoint needs only the step, the weights, the heads and the optimizer.
@@ -43,6 +44,7 @@ SCENE_TASKS = ("caption", "counting", "grounding")  # world tasks whose samples 
 ATTRIBUTES = {"colour": list(COLORS), "shape": list(SHAPES), "size": list(SIZES)}  # class 0 is background
 MIN_PIXELS = 40  # pixels of an object a token's 28x28 cell must hold to show it (5% of the cell)
 STATE_FILE = "warmup_state.pt"
+COUNTED = [f"{c}s" for c in COLORS] + [f"{s}s" for s in SHAPES]  # image-level counts, read from the mean token
 
 
 def token_labels(objects: list[dict], size: tuple[int, int], grid: tuple[int, int], cell: int) -> torch.Tensor:
@@ -76,7 +78,14 @@ def scene_batch(image_processor, indices: range, seed: int, difficulty: float) -
                            image_processor.patch_size * cell)
               for s, (_, rows, cols) in zip(samples, encoded["image_grid_thw"].tolist())]
     return {"pixel_values": encoded["pixel_values"], "image_grid_thw": encoded["image_grid_thw"],
-            "labels": torch.cat(labels)}
+            "labels": torch.cat(labels), "tokens": [len(t) for t in labels],
+            "counts": torch.tensor([scene_counts(s.meta["objects"]) for s in samples], dtype=torch.float)}
+
+
+def scene_counts(objects: list[dict]) -> list[int]:
+    """How many objects of each colour, then of each shape, the image holds (``COUNTED``)."""
+    return ([sum(o["color"] == c for o in objects) for c in ATTRIBUTES["colour"]]
+            + [sum(o["shape"] == c for o in objects) for c in ATTRIBUTES["shape"]])
 
 
 def scene(index: int, seed: int, difficulty: float):
@@ -86,26 +95,32 @@ def scene(index: int, seed: int, difficulty: float):
 
 
 class SceneHeads(nn.Module):
-    """One linear classifier per attribute on the ViT's token features."""
+    """Linear read-outs of the ViT's token features: one classifier per attribute on every token, and the
+    image's object counts (per colour, per shape) regressed from the mean of its tokens."""
 
     def __init__(self, hidden: int) -> None:
         super().__init__()
         self.heads = nn.ModuleDict({name: nn.Linear(hidden, len(classes) + 1) for name, classes in ATTRIBUTES.items()})
+        self.counts = nn.Linear(hidden, len(COUNTED))
 
-    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {name: head(features) for name, head in self.heads.items()}
+    def forward(self, features: torch.Tensor, tokens: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        pooled = torch.stack([f.mean(0) for f in features.split(tokens)])
+        return {name: head(features) for name, head in self.heads.items()}, self.counts(pooled)
 
 
 def scene_loss(model: MiMoVL, heads: SceneHeads, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-    """Summed cross-entropy of the three attributes, and each attribute's accuracy on object tokens."""
+    """Cross-entropy of the three token attributes plus the squared error of the image's counts; the
+    attributes' accuracy on object tokens and the counts' exact-match rate (rounded) beside it."""
     device = next(heads.parameters()).device
     features = model.visual.token_features(batch["pixel_values"].to(device, model.visual.dtype), batch["image_grid_thw"])
-    logits, labels = heads(features.float()), batch["labels"].to(device)
+    (logits, counts), labels = heads(features.float(), batch["tokens"]), batch["labels"].to(device)
+    target = batch["counts"].to(device)
     loss = sum(F.cross_entropy(logits[name], labels[:, i]) for i, name in enumerate(ATTRIBUTES))
+    loss = loss + F.mse_loss(counts, target)
     on_object = labels[:, 0] > 0
     accuracy = {name: float((logits[name].argmax(-1) == labels[:, i])[on_object].float().mean())
                 for i, name in enumerate(ATTRIBUTES)} if on_object.any() else {}
-    return loss, accuracy
+    return loss, {**accuracy, "counts": float((counts.round() == target).float().mean())}
 
 
 def vision_parameters(model: MiMoVL) -> list[nn.Parameter]:
@@ -179,26 +194,31 @@ class VisionWarmup:
 
     @torch.no_grad()
     def evaluate(self, steps: int = 4) -> list[dict]:
-        """Held-out accuracy of each attribute on object tokens (world indices from ``HELD_OUT``), beside
-        chance: the share of the most common class among those tokens."""
+        """Held-out scenes (world indices from ``HELD_OUT``): each attribute's accuracy on object tokens and the
+        counts' exact-match rate, beside chance (the most common class or count, per attribute or count)."""
         self.model.eval()
-        hits, counts, n = {name: 0 for name in ATTRIBUTES}, {name: torch.zeros(len(c) + 1) for name, c in ATTRIBUTES.items()}, 0
+        labels, counts, guesses, predicted = [], [], [], []
         for step in range(steps):
             batch = self.batch(step, held_out=True)
             features = self.model.visual.token_features(batch["pixel_values"].to(self.model.device, self.model.visual.dtype),
                                                         batch["image_grid_thw"])
-            logits, labels = self.heads(features.float()), batch["labels"].to(self.model.device)
-            on_object = labels[:, 0] > 0
-            n += int(on_object.sum())
-            for i, name in enumerate(ATTRIBUTES):
-                hits[name] += int((logits[name].argmax(-1) == labels[:, i])[on_object].sum())
-                counts[name] += torch.bincount(labels[on_object, i].cpu(), minlength=len(counts[name])).float()
+            logits, count_guess = self.heads(features.float(), batch["tokens"])
+            on_object = batch["labels"][:, 0] > 0
+            labels.append(batch["labels"][on_object])
+            guesses.append(torch.stack([logits[name].argmax(-1).cpu() for name in ATTRIBUTES], -1)[on_object])
+            counts.append(batch["counts"])
+            predicted.append(count_guess.round().cpu())
         rows = []
-        for name in ATTRIBUTES:
-            score, chance = hits[name] / max(1, n), float(counts[name].max()) / max(1, n)
-            stderr = (score * (1 - score) / max(1, n)) ** 0.5
-            rows.append({"task": f"scene {name}", "metric": "token accuracy", "score": score, "stderr": stderr,
-                         "chance": chance, "n": n, "z": round((score - chance) / stderr, 2) if stderr else None})
+        for name, truth, guess in [*((name, torch.cat(labels)[:, i], torch.cat(guesses)[:, i]) for i, name in enumerate(ATTRIBUTES)),
+                                   ("counts", torch.cat(counts), torch.cat(predicted))]:
+            score = float((guess == truth).float().mean())
+            chance = (float(torch.mode(truth, 0).values.eq(truth).float().mean()) if truth.dim() > 1
+                      else float(torch.bincount(truth).max()) / len(truth))
+            n = truth.numel()
+            stderr = (score * (1 - score) / n) ** 0.5
+            rows.append({"task": f"scene {name}", "metric": "exact per count" if name == "counts" else "token accuracy",
+                         "score": score, "stderr": stderr, "chance": chance, "n": n,
+                         "z": round((score - chance) / stderr, 2) if stderr else None})
         return rows
 
     def save_checkpoint(self) -> Path:

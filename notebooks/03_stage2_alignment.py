@@ -15,9 +15,9 @@
 # Now the ViT trains too, together with the projector, while the language model stays frozen;
 # interleaved pages (several images referenced from the text) join the captions (report, sec. 2:
 # 167B tokens at 8K). At 7B the learning rates are projector 1e-4 and ViT 1e-5: the report's table
-# swaps them and the authors corrected it in their repository's issue tracker. The small profiles
-# start the ViT from random weights rather than from Qwen2.5-VL's, so they give it a far larger
-# learning rate (see `experiments/pretrain/stage2_alignment.yaml`).
+# swaps them and the authors corrected it in their repository's issue tracker. The small profiles'
+# ViT comes from their vision warm-up (notebook 02) rather than from Qwen2.5-VL, and keeps the same
+# ratio: ViT ten times below the projector (see `experiments/pretrain/stage2_alignment.yaml`).
 
 # %% tags=["parameters"]
 profile = None  # "smoke" | "cpu" | "gpu"; None: MIMOLAB_PROFILE or "cpu"

@@ -14,6 +14,7 @@ scored 0 (None where it did not).
 | gui | click inside the target box (point-in-box), typed text, grounded box GIoU |
 | counting | exact count |
 | video | IoU of time spans, in seconds or ``[mm:ss, mm:ss]`` |
+| chart | exact value, or the named bar or row |
 | format (off by default) | thinking tags well formed: one ``<think>`` ... ``</think>`` before the answer |
 
 Qwen2.5-VL answers in absolute pixels of the image *as resized by the processor*. When a sample
@@ -111,6 +112,16 @@ def _counting(reply: str, sample: dict) -> tuple[float, str | None]:
     return float(int(found.group()) == sample["answer"]["count"]), None
 
 
+def _chart(reply: str, sample: dict) -> tuple[float, str | None]:
+    answer = sample["answer"]
+    if "number" not in answer:  # which bar or row: the label itself
+        return score("chart", reply, answer, answer["text"]), None
+    found = re.search(r"(?<![\w.])-?\d+(?![\w.])", final_answer(reply))
+    if not found:
+        return 0.0, "no number"
+    return float(int(found.group()) == answer["number"]), None
+
+
 def _video(reply: str, sample: dict) -> tuple[float, str | None]:
     if "span" not in sample["answer"]:  # a timestamped caption: mean IoU of each event's span
         return score("video", reply, sample["answer"], sample.get("reference", "")), None
@@ -127,7 +138,7 @@ def _format(reply: str, sample: dict) -> tuple[float, str | None]:
 
 SCORERS: dict[str, Callable[[str, dict], tuple[float, str | None]]] = {
     "visual_math": _math, "text_reasoning": _math, "grounding": _grounding, "gui": _gui,
-    "counting": _counting, "video": _video,
+    "counting": _counting, "video": _video, "chart": _chart,
 }
 
 
@@ -205,7 +216,8 @@ def default_rewards(timeout: float = 5.0, format_reward: bool = False) -> list[R
     """MiMo-VL's verifiable rewards (no format reward unless asked: MiMo-VL used none)."""
     rewards = [Reward("accuracy", ("visual_math", "text_reasoning"), timeout=timeout),
                Reward("grounding", ("grounding",), timeout=timeout), Reward("gui_action", ("gui",), timeout=timeout),
-               Reward("counting", ("counting",), timeout=timeout), Reward("temporal_iou", ("video",), timeout=timeout)]
+               Reward("counting", ("counting",), timeout=timeout), Reward("temporal_iou", ("video",), timeout=timeout),
+               Reward("chart", ("chart",), timeout=timeout)]
     if format_reward:
         rewards.append(Reward("format", None, scorer="format", timeout=timeout))
     return rewards

@@ -105,21 +105,23 @@ def _gui(reply: str, sample: dict) -> tuple[float, str | None]:
     return _grounding(reply, sample)
 
 
-def _counting(reply: str, sample: dict) -> tuple[float, str | None]:
+def _integer(reply: str, wanted: int) -> tuple[float, str | None]:
+    """1 when the final answer's first whole number (not part of a word or decimal) is ``wanted``."""
     found = re.search(r"(?<![\w.])-?\d+(?![\w.])", final_answer(reply))
     if not found:
         return 0.0, "no number"
-    return float(int(found.group()) == sample["answer"]["count"]), None
+    return float(int(found.group()) == wanted), None
+
+
+def _counting(reply: str, sample: dict) -> tuple[float, str | None]:
+    return _integer(reply, sample["answer"]["count"])
 
 
 def _chart(reply: str, sample: dict) -> tuple[float, str | None]:
     answer = sample["answer"]
     if "number" not in answer:  # which bar or row: the label itself
         return score("chart", reply, answer, answer["text"]), None
-    found = re.search(r"(?<![\w.])-?\d+(?![\w.])", final_answer(reply))
-    if not found:
-        return 0.0, "no number"
-    return float(int(found.group()) == answer["number"]), None
+    return _integer(reply, answer["number"])
 
 
 def _video(reply: str, sample: dict) -> tuple[float, str | None]:

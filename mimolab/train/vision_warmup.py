@@ -108,12 +108,18 @@ class SceneHeads(nn.Module):
         return {name: head(features) for name, head in self.heads.items()}, self.counts(pooled)
 
 
+def scene_outputs(model: MiMoVL, heads: SceneHeads, batch: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The heads' attribute logits per token and count estimates per image for a ``scene_batch``."""
+    device = next(heads.parameters()).device
+    features = model.visual.token_features(batch["pixel_values"].to(device, model.visual.dtype), batch["image_grid_thw"])
+    return heads(features.float(), batch["tokens"])
+
+
 def scene_loss(model: MiMoVL, heads: SceneHeads, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
     """Cross-entropy of the three token attributes plus the squared error of the image's counts; the
     attributes' accuracy on object tokens and the counts' exact-match rate (rounded) beside it."""
     device = next(heads.parameters()).device
-    features = model.visual.token_features(batch["pixel_values"].to(device, model.visual.dtype), batch["image_grid_thw"])
-    (logits, counts), labels = heads(features.float(), batch["tokens"]), batch["labels"].to(device)
+    (logits, counts), labels = scene_outputs(model, heads, batch), batch["labels"].to(device)
     target = batch["counts"].to(device)
     loss = sum(F.cross_entropy(logits[name], labels[:, i]) for i, name in enumerate(ATTRIBUTES))
     loss = loss + F.mse_loss(counts, target)
@@ -200,9 +206,7 @@ class VisionWarmup:
         labels, counts, guesses, predicted = [], [], [], []
         for step in range(steps):
             batch = self.batch(step, held_out=True)
-            features = self.model.visual.token_features(batch["pixel_values"].to(self.model.device, self.model.visual.dtype),
-                                                        batch["image_grid_thw"])
-            logits, count_guess = self.heads(features.float(), batch["tokens"])
+            logits, count_guess = scene_outputs(self.model, self.heads, batch)
             on_object = batch["labels"][:, 0] > 0
             labels.append(batch["labels"][on_object])
             guesses.append(torch.stack([logits[name].argmax(-1).cpu() for name in ATTRIBUTES], -1)[on_object])

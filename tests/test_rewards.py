@@ -93,7 +93,7 @@ def test_format_reward_is_off_by_default():
 def test_chart_reward_scores_values_and_labels_like_the_evaluation():
     from mimolab.eval.metrics import score
 
-    reward = default_rewards()[-1]
+    reward = next(r for r in default_rewards() if r.__name__ == "chart")
     samples = [generate("chart", i, difficulty=0.5) for i in range(12)]
     assert {"number" in s.answer for s in samples} == {True, False}  # both question kinds
     wrong = ["9999" if "number" in s.answer else "nothing" for s in samples]
@@ -103,3 +103,44 @@ def test_chart_reward_scores_values_and_labels_like_the_evaluation():
         assert got == [score("chart", r, s.answer, s.reply) for r, s in zip(replies, samples)]
     assert reward(["<think>\nno"], task=["chart"], answer=[samples[0].answer]) == [0.0] and reward.last_reasons[0]
     reward.close()
+
+
+def test_ocr_reward_is_the_evaluation_score_for_reading_and_spotting():
+    from mimolab.eval.metrics import score
+
+    reward = next(r for r in default_rewards() if r.__name__ == "ocr")
+    samples = [generate("ocr", i, difficulty=1.0) for i in range(16)]
+    assert {s.reply.startswith("[") for s in samples} == {True, False}  # both question kinds
+    columns = {"task": ["ocr"] * 16, "answer": [s.answer for s in samples], "reference": [s.reply for s in samples]}
+    replies = [s.reply for s in samples]
+    misread = [r.replace("a", "o").replace("1", "7") if not r.startswith("[") else r.replace('"text": "', '"text": "x')
+               for r in replies]
+    try:
+        assert reward(replies, **columns) == [1.0] * 16
+        got = reward(misread, **columns)
+        assert got == [score("ocr", m, s.answer, s.reply) for m, s in zip(misread, samples)]
+        assert any(0 < g < 1 for g in got) and all(g < 1 for g, m, r in zip(got, misread, replies) if m != r)
+        read = [i for i, s in enumerate(samples) if not s.reply.startswith("[")]
+        without_reference = reward([misread[i] for i in read], task=["ocr"] * len(read),
+                                   answer=[samples[i].answer for i in read])  # reading needs only the text
+        assert without_reference == [got[i] for i in read]
+    finally:
+        reward.close()
+
+
+def test_interleaved_reward_is_the_evaluation_exact_match():
+    from mimolab.eval.metrics import score
+
+    reward = next(r for r in default_rewards() if r.__name__ == "interleaved")
+    samples = [generate("interleaved", i, difficulty=0.0) for i in range(12)]
+    flipped = ["Image 2." if s.reply == "Image 1." else "Image 1." if s.reply.startswith("Image") else "A square."
+               if s.reply != "A square." else "A circle." for s in samples]
+    columns = {"task": ["interleaved"] * 12, "answer": [s.answer for s in samples], "reference": [s.reply for s in samples]}
+    try:
+        assert reward([s.reply for s in samples], **columns) == [1.0] * 12
+        assert reward(flipped, **columns) == [0.0] * 12 == [score("interleaved", f, s.answer, s.reply)
+                                                           for f, s in zip(flipped, samples)]
+        assert reward([samples[0].reply], task=["interleaved"], answer=[samples[0].answer]) == [0.0]
+        assert "reference" in reward.last_reasons[0]
+    finally:
+        reward.close()

@@ -10,7 +10,9 @@ from mimolab.data.world.scene import COLORS
 from mimolab.model.summary import weight_changes
 from mimolab.processing import image_processor
 from mimolab.train.stage import load_stage
-from mimolab.train.vision_warmup import ATTRIBUTES, MIN_PIXELS, SCENE_TASKS, VisionWarmup, scene, scene_batch
+from mimolab.data.world.charts import BAR_COLOR, ROW, entry_boxes
+from mimolab.train.vision_warmup import (ATTRIBUTES, CHART_LABELS, IGNORE, MIN_PIXELS, SCENE_TASKS, VisionWarmup, scene,
+                                         scene_batch)
 
 
 def test_labels_name_what_the_pixels_show():
@@ -24,6 +26,9 @@ def test_labels_name_what_the_pixels_show():
         pixels = np.asarray(image.resize((cols * 14, rows * 14))).astype(int)
         labels = batch["labels"][start:start + rows * cols // 4]
         start += len(labels)
+        if scene(index, seed=0, difficulty=0.5).task == "chart":
+            assert (labels == IGNORE).all()
+            continue
         for token, (colour, _, _) in enumerate(labels.tolist()):
             r, c = divmod(token, cols // 2)
             cell = pixels[r * 28:(r + 1) * 28, c * 28:(c + 1) * 28].reshape(-1, 3)
@@ -34,7 +39,44 @@ def test_labels_name_what_the_pixels_show():
             else:
                 assert max(shares.values()) < MIN_PIXELS, (index, token)
     assert start == len(batch["labels"]) and objects_seen > 40
-    assert len({scene(i, 0, 0.5).task for i in range(40)}) == len(SCENE_TASKS)
+    assert {scene(i, 0, 0.5).task for i in range(40)} == {*SCENE_TASKS, "chart"}
+
+
+def test_chart_token_labels_name_the_bar_or_row_there():
+    """A chart token labelled with an entry overlaps that entry's box by MIN_PIXELS or more and the label's
+    value is the entry's value; an unlabelled token overlaps no box that much. The boxes hold every bar's
+    pixels (bar charts) and every row's text (tables)."""
+    processor = image_processor()
+    batch = scene_batch(processor, range(80), seed=2, difficulty=1.0)
+    start, forms = 0, set()
+    for index, (_, rows, cols) in zip(range(80), batch["image_grid_thw"].tolist()):
+        sample, n = scene(index, seed=2, difficulty=1.0), rows * cols // 4
+        labels = batch["chart_labels"][start:start + n]
+        start += n
+        if sample.task != "chart":
+            assert (labels == IGNORE).all()
+            continue
+        meta, forms = sample.meta, forms | {sample.meta["form"]}
+        boxes = entry_boxes(meta["form"], meta["values"])
+        pixels = np.asarray(sample.images[0]).astype(int)
+        ink = (np.abs(pixels - np.array(BAR_COLOR)).max(-1) < 8) if meta["form"] == "bar_chart" else pixels.max(-1) < 40
+        inside = np.zeros(ink.shape, dtype=bool)
+        for x1, y1, x2, y2 in boxes:
+            inside[y1:y2, x1:x2] = True
+        ink[: 4 + ROW + 1] &= meta["form"] == "bar_chart"  # a table's header row is no entry
+        assert ink.any() and not (ink & ~inside).any()
+        for token, (entry, value) in enumerate(labels.tolist()):
+            r, c = divmod(token, cols // 2)
+            overlap = [max(0, min(x2, 28 * c + 28) - max(x1, 28 * c)) * max(0, min(y2, 28 * r + 28) - max(y1, 28 * r))
+                       for x1, y1, x2, y2 in boxes]
+            if entry:
+                k = overlap.index(max(overlap))  # boxes never overlap: the most-covered entry is the label's
+                name = meta["labels"][k]
+                assert CHART_LABELS["entry"][entry - 1] == (f"bar {name}" if meta["form"] == "bar_chart" else f"row {name}")
+                assert max(overlap) >= MIN_PIXELS and CHART_LABELS["value"][value - 1] == str(meta["values"][k])
+            else:
+                assert max(overlap) < MIN_PIXELS
+    assert forms == {"bar_chart", "table"}
 
 
 def test_token_features_follow_the_merged_tokens_order():

@@ -324,3 +324,8 @@ def test_warm_ups_at_the_easy_end_and_nothing_changes_above_it():
         assert SIZES["large"][0] <= x2 - x1 <= SIZES["large"][1]
         o = generate("ocr", i, difficulty=0.0)
         assert o.reply in WORDS and o.meta["font_size"] == 28 and o.meta["kind"] == "read"
+        chart, harder = generate("chart", i, difficulty=0.0), generate("chart", i, difficulty=EASY_BELOW)
+        pick = max if chart.meta["kind"] == "max_value" else min
+        assert chart.meta["kind"] in ("max_value", "min_value") and chart.answer["number"] == pick(chart.meta["values"])
+        assert harder.meta["kind"] in ("read", "max", "min")
+        assert np.array_equal(pixels(chart.images[0]), pixels(harder.images[0]))  # the warm-up is drawn after the image

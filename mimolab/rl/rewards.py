@@ -5,7 +5,8 @@ conversational ``[[{"role": "assistant", "content": ...}]]``; ``columns``: per-s
 ``task``, ``answer``, ``image_size``) and returns one float in [0, 1] per completion, or None for a
 sample that is not its task. So a mimolab reward plugs into TRL's GRPOTrainer, and a TRL-style
 reward plugs into mimolab's GRPO. After a call, ``reward.last_reasons`` says why each completion
-scored 0 (None where it did not).
+scored 0 (None where it did not). The chart, OCR and interleaved rewards are mimolab's, for the world's
+tasks of those kinds: MiMo-VL's report lists no RL task for them.
 
 | task | reward |
 |---|---|
@@ -15,6 +16,8 @@ scored 0 (None where it did not).
 | counting | exact count |
 | video | IoU of time spans, in seconds or ``[mm:ss, mm:ss]`` |
 | chart | exact value, or the named bar or row |
+| ocr | character similarity to the text read (1 - edit distance / length), or word-box F1 for text spotting |
+| interleaved | exact answer (the shape in image k, or which image shows an object) |
 | format (off by default) | thinking tags well formed: one ``<think>`` ... ``</think>`` before the answer |
 
 Qwen2.5-VL answers in absolute pixels of the image *as resized by the processor*. When a sample
@@ -124,6 +127,19 @@ def _chart(reply: str, sample: dict) -> tuple[float, str | None]:
     return _integer(reply, answer["number"])
 
 
+def _ocr(reply: str, sample: dict) -> tuple[float, str | None]:
+    """The evaluation's OCR score: against the reference reply (``reference`` column) where given, which
+    text spotting needs; else against the text to read."""
+    return score("ocr", reply, sample["answer"], sample.get("reference") or sample["answer"]["text"]), None
+
+
+def _interleaved(reply: str, sample: dict) -> tuple[float, str | None]:
+    """The evaluation's exact match against the reference reply ('A circle.', 'Image 2.')."""
+    if not sample.get("reference"):
+        return 0.0, "interleaved needs the reference reply (column 'reference')"
+    return score("interleaved", reply, sample["answer"], sample["reference"]), None
+
+
 def _video(reply: str, sample: dict) -> tuple[float, str | None]:
     if "span" not in sample["answer"]:  # a timestamped caption: mean IoU of each event's span
         return score("video", reply, sample["answer"], sample.get("reference", "")), None
@@ -140,7 +156,8 @@ def _format(reply: str, sample: dict) -> tuple[float, str | None]:
 
 SCORERS: dict[str, Callable[[str, dict], tuple[float, str | None]]] = {
     "visual_math": _math, "text_reasoning": _math, "grounding": _grounding, "gui": _gui,
-    "counting": _counting, "video": _video, "chart": _chart,
+    "counting": _counting, "video": _video, "chart": _chart, "ocr": _ocr,
+    "interleaved": _interleaved,
 }
 
 
@@ -219,7 +236,8 @@ def default_rewards(timeout: float = 5.0, format_reward: bool = False) -> list[R
     rewards = [Reward("accuracy", ("visual_math", "text_reasoning"), timeout=timeout),
                Reward("grounding", ("grounding",), timeout=timeout), Reward("gui_action", ("gui",), timeout=timeout),
                Reward("counting", ("counting",), timeout=timeout), Reward("temporal_iou", ("video",), timeout=timeout),
-               Reward("chart", ("chart",), timeout=timeout)]
+               Reward("chart", ("chart",), timeout=timeout), Reward("ocr", ("ocr",), timeout=timeout),
+               Reward("interleaved", ("interleaved",), timeout=timeout)]
     if format_reward:
         rewards.append(Reward("format", None, scorer="format", timeout=timeout))
     return rewards

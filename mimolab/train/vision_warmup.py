@@ -6,7 +6,9 @@ stands in for MiMo-7B-Base and this stage for the ViT. It trains the ViT alone, 
 labels as the teacher: for every language-model token (a 2x2 merge unit, 28x28 pixels), the colour,
 shape and size of the object that covers it, or background; and for every image, how many objects of
 each colour and of each shape it holds, read from the mean of its tokens (a pre-trained ViT carries such
-image-level facts in every token, which is what a language model attending broadly reads first). Linear
+image-level facts in every token, which is what a language model attending broadly reads first). A
+quarter of the images are the world's bar charts and tables (Qwen2.5-ViT's pre-training holds charts and
+documents): every token of theirs learns which bar or table row covers it and that entry's value. Linear
 heads read the ViT's output averaged over each merge unit; they are thrown away afterwards, as a
 pre-training head is. The projector stays at its random initialisation (MiMo-VL's stage 1 starts it from
 scratch) and the language model is not touched: both are bit-identical after this stage.
@@ -28,11 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch import nn
 from tqdm.auto import tqdm
 
 from mimolab.data.world import generate
+from mimolab.data.world.charts import ITEMS, entry_boxes
 from mimolab.data.world.scene import COLORS, SHAPES, SIZES, Obj, draw_obj
 from mimolab.eval.harness import HELD_OUT
 from mimolab.model.checkpoint import atomic_directory
@@ -41,6 +44,11 @@ from mimolab.train.stage import Stage
 from mimolab.train.tracking import Tracker
 
 SCENE_TASKS = ("caption", "counting", "grounding")  # world tasks whose samples list their objects with boxes
+CHART_SHARE = 0.25  # share of the warm-up's images that are charts and tables (the rest: scenes)
+IGNORE = -100  # a label no loss reads: chart tokens have no object attributes, scene tokens no chart entries
+# what a chart token shows (class 0: no bar or row): which entry (bars by letter A-E, table rows by item) and its value
+CHART_LABELS = {"entry": [f"bar {chr(65 + i)}" for i in range(5)] + [f"row {item}" for item in ITEMS],
+                "value": [str(v) for v in range(1, 10)]}
 ATTRIBUTES = {"colour": list(COLORS), "shape": list(SHAPES), "size": list(SIZES)}  # class 0 is background
 MIN_PIXELS = 40  # pixels of an object a token's 28x28 cell must hold to show it (5% of the cell)
 STATE_FILE = "warmup_state.pt"
@@ -51,35 +59,68 @@ def token_labels(objects: list[dict], size: tuple[int, int], grid: tuple[int, in
     """(tokens, 3) class ids (colour, shape, size; 0 = background) of an image's tokens, row-major over
     its ``grid`` (rows, cols) of ``cell``-pixel cells. Each object is drawn alone as a mask at the image's
     ``size`` (width, height), scaled to the grid's frame; a token shows the object with most pixels in its cell."""
-    rows, cols = grid
-    counts, ids = [], []
+    masks, ids = [], []
     for obj in objects:
         mask = Image.new("RGB", size)
         draw_obj(mask, Obj(obj["shape"], obj["color"], obj["size"], tuple(obj["box"])))
-        mask = np.asarray(mask.resize((cols * cell, rows * cell), Image.NEAREST)).any(-1)
-        counts.append(torch.from_numpy(mask.reshape(rows, cell, cols, cell).sum((1, 3)).reshape(-1)))
+        masks.append(mask)
         ids.append([ATTRIBUTES["colour"].index(obj["color"]) + 1, ATTRIBUTES["shape"].index(obj["shape"]) + 1,
                     ATTRIBUTES["size"].index(obj["size"]) + 1])
-    labels = torch.zeros(rows * cols, len(ATTRIBUTES), dtype=torch.long)
-    if objects:
-        most, which = torch.stack(counts).max(0)
-        shown = most >= MIN_PIXELS
-        labels[shown] = torch.tensor(ids)[which[shown]]
+    return _most_pixels(masks, ids, grid, cell, len(ATTRIBUTES))
+
+
+def chart_token_labels(meta: dict, size: tuple[int, int], grid: tuple[int, int], cell: int) -> torch.Tensor:
+    """(tokens, 2) class ids (entry, value; 0 = neither) of a chart's tokens: the bar (with its value and
+    letter) or table row (name and count) with most pixels in the token's cell, as in ``token_labels``."""
+    masks, ids = [], []
+    for box, name, value in zip(entry_boxes(meta["form"], meta["values"]), meta["labels"], meta["values"]):
+        mask = Image.new("L", size)
+        ImageDraw.Draw(mask).rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=255)
+        masks.append(mask)
+        entry = f"bar {name}" if meta["form"] == "bar_chart" else f"row {name}"
+        ids.append([CHART_LABELS["entry"].index(entry) + 1, CHART_LABELS["value"].index(str(value)) + 1])
+    return _most_pixels(masks, ids, grid, cell, len(CHART_LABELS))
+
+
+def _most_pixels(masks: list[Image.Image], ids: list[list[int]], grid: tuple[int, int], cell: int,
+                 width: int) -> torch.Tensor:
+    """Per token, the ``ids`` of the mask with most pixels in its cell (at least ``MIN_PIXELS``), else zeros."""
+    rows, cols = grid
+    labels = torch.zeros(rows * cols, width, dtype=torch.long)
+    if not masks:
+        return labels
+    counts = []
+    for mask in masks:
+        pixels = np.asarray(mask.resize((cols * cell, rows * cell), Image.NEAREST))
+        pixels = pixels.any(-1) if pixels.ndim == 3 else pixels > 0
+        counts.append(torch.from_numpy(pixels.reshape(rows, cell, cols, cell).sum((1, 3)).reshape(-1)))
+    most, which = torch.stack(counts).max(0)
+    shown = most >= MIN_PIXELS
+    labels[shown] = torch.tensor(ids)[which[shown]]
     return labels
 
 
 def scene_batch(image_processor, indices: range, seed: int, difficulty: float) -> dict[str, torch.Tensor]:
-    """Pixel values, grids and per-token labels of the scenes at world ``indices``: each index draws its
-    task and a difficulty in [0, ``difficulty``] from its own seeded generator (``scene``)."""
+    """Pixel values, grids and per-token labels of the warm-up images at world ``indices``: each index draws
+    its task (a scene, or a chart or table with ``CHART_SHARE``) and a difficulty in [0, ``difficulty``] from
+    its own seeded generator (``scene``). Scene tokens have object attributes (``labels``), chart tokens
+    their entry and value (``chart_labels``), each ``IGNORE`` on the other kind; scenes have counts."""
     samples = [scene(index, seed, difficulty) for index in indices]
     encoded = image_processor(images=[s.images[0] for s in samples], return_tensors="pt")
-    cell = image_processor.merge_size
-    labels = [token_labels(s.meta["objects"], s.images[0].size, (rows // cell, cols // cell),
-                           image_processor.patch_size * cell)
-              for s, (_, rows, cols) in zip(samples, encoded["image_grid_thw"].tolist())]
+    cell, labels, chart_labels = image_processor.merge_size, [], []
+    for s, (_, rows, cols) in zip(samples, encoded["image_grid_thw"].tolist()):
+        grid, pixels = (rows // cell, cols // cell), image_processor.patch_size * cell
+        tokens = grid[0] * grid[1]
+        if s.task == "chart":
+            labels.append(torch.full((tokens, len(ATTRIBUTES)), IGNORE))
+            chart_labels.append(chart_token_labels(s.meta, s.images[0].size, grid, pixels))
+        else:
+            labels.append(token_labels(s.meta["objects"], s.images[0].size, grid, pixels))
+            chart_labels.append(torch.full((tokens, len(CHART_LABELS)), IGNORE))
     return {"pixel_values": encoded["pixel_values"], "image_grid_thw": encoded["image_grid_thw"],
-            "labels": torch.cat(labels), "tokens": [len(t) for t in labels],
-            "counts": torch.tensor([scene_counts(s.meta["objects"]) for s in samples], dtype=torch.float)}
+            "labels": torch.cat(labels), "chart_labels": torch.cat(chart_labels), "tokens": [len(t) for t in labels],
+            "is_chart": torch.tensor([s.task == "chart" for s in samples]),
+            "counts": torch.tensor([scene_counts(s.meta.get("objects", [])) for s in samples], dtype=torch.float)}
 
 
 def scene_counts(objects: list[dict]) -> list[int]:
@@ -91,42 +132,55 @@ def scene_counts(objects: list[dict]) -> list[int]:
 def scene(index: int, seed: int, difficulty: float):
     """World sample ``index`` of the warm-up: its task and difficulty drawn from a generator of its own."""
     rng = random.Random(f"vision-warmup/{seed}/{index}")
-    return generate(rng.choice(SCENE_TASKS), index, seed=seed, difficulty=round(rng.uniform(0, difficulty), 2))
+    task = "chart" if rng.random() < CHART_SHARE else rng.choice(SCENE_TASKS)
+    return generate(task, index, seed=seed, difficulty=round(rng.uniform(0, difficulty), 2))
 
 
 class SceneHeads(nn.Module):
-    """Linear read-outs of the ViT's token features: one classifier per attribute on every token, and the
-    image's object counts (per colour, per shape) regressed from the mean of its tokens."""
+    """Linear read-outs of the ViT's token features: one classifier per attribute and per chart label on
+    every token, and the image's object counts (per colour, per shape) regressed from the mean of its tokens."""
 
     def __init__(self, hidden: int) -> None:
         super().__init__()
-        self.heads = nn.ModuleDict({name: nn.Linear(hidden, len(classes) + 1) for name, classes in ATTRIBUTES.items()})
+        classes = {**ATTRIBUTES, **CHART_LABELS}
+        self.heads = nn.ModuleDict({name: nn.Linear(hidden, len(names) + 1) for name, names in classes.items()})
         self.counts = nn.Linear(hidden, len(COUNTED))
 
-    def forward(self, features: torch.Tensor, tokens: list[int]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def forward(self, features: torch.Tensor, tokens: list[int]) -> dict[str, torch.Tensor]:
         pooled = torch.stack([f.mean(0) for f in features.split(tokens)])
-        return {name: head(features) for name, head in self.heads.items()}, self.counts(pooled)
+        return {**{name: head(features) for name, head in self.heads.items()}, "counts": self.counts(pooled)}
 
 
-def scene_outputs(model: MiMoVL, heads: SceneHeads, batch: dict) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """The heads' attribute logits per token and count estimates per image for a ``scene_batch``."""
+def scene_outputs(model: MiMoVL, heads: SceneHeads, batch: dict) -> dict[str, torch.Tensor]:
+    """The heads' outputs for a ``scene_batch``: attribute logits per token, counts, chart values and
+    row-name logits per image."""
     device = next(heads.parameters()).device
     features = model.visual.token_features(batch["pixel_values"].to(device, model.visual.dtype), batch["image_grid_thw"])
     return heads(features.float(), batch["tokens"])
 
 
 def scene_loss(model: MiMoVL, heads: SceneHeads, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-    """Cross-entropy of the three token attributes plus the squared error of the image's counts; the
-    attributes' accuracy on object tokens and the counts' exact-match rate (rounded) beside it."""
+    """Cross-entropy of the token labels (object attributes on scenes, entry and value on charts) plus the
+    squared error of the scenes' counts; each label's accuracy on the tokens that show something and the
+    counts' exact-match rate (rounded) beside it."""
     device = next(heads.parameters()).device
-    (logits, counts), labels = scene_outputs(model, heads, batch), batch["labels"].to(device)
-    target = batch["counts"].to(device)
-    loss = sum(F.cross_entropy(logits[name], labels[:, i]) for i, name in enumerate(ATTRIBUTES))
-    loss = loss + F.mse_loss(counts, target)
-    on_object = labels[:, 0] > 0
-    accuracy = {name: float((logits[name].argmax(-1) == labels[:, i])[on_object].float().mean())
-                for i, name in enumerate(ATTRIBUTES)} if on_object.any() else {}
-    return loss, {**accuracy, "counts": float((counts.round() == target).float().mean())}
+    out = scene_outputs(model, heads, batch)
+    loss, metrics = out["counts"].new_zeros(()), {}
+    for key, names in (("labels", ATTRIBUTES), ("chart_labels", CHART_LABELS)):
+        labels = batch[key].to(device)
+        if (labels[:, 0] == IGNORE).all():
+            continue  # no image of this kind in the batch
+        loss = loss + sum(F.cross_entropy(out[name], labels[:, i], ignore_index=IGNORE) for i, name in enumerate(names))
+        shown = labels[:, 0] > 0
+        if shown.any():
+            metrics.update({name: float((out[name].argmax(-1) == labels[:, i])[shown].float().mean())
+                            for i, name in enumerate(names)})
+    scenes = ~batch["is_chart"].to(device)
+    if scenes.any():
+        target = batch["counts"].to(device)[scenes]
+        loss = loss + F.mse_loss(out["counts"][scenes], target)
+        metrics["counts"] = float((out["counts"][scenes].round() == target).float().mean())
+    return loss, metrics
 
 
 def vision_parameters(model: MiMoVL) -> list[nn.Parameter]:
@@ -200,28 +254,37 @@ class VisionWarmup:
 
     @torch.no_grad()
     def evaluate(self, steps: int = 4) -> list[dict]:
-        """Held-out scenes (world indices from ``HELD_OUT``): each attribute's accuracy on object tokens and the
-        counts' exact-match rate, beside chance (the most common class or count, per attribute or count)."""
+        """Held-out images (world indices from ``HELD_OUT``): each attribute's accuracy on object tokens, the
+        counts' exact-match rate on scenes, each chart label's accuracy on tokens of a bar or row, each beside
+        chance (the most common class or count: per label, per count)."""
         self.model.eval()
-        labels, counts, guesses, predicted = [], [], [], []
+        truths, guesses = {}, {}
+
+        def add(name: str, truth: torch.Tensor, guess: torch.Tensor) -> None:
+            truths.setdefault(name, []).append(truth.cpu())
+            guesses.setdefault(name, []).append(guess.cpu())
+
         for step in range(steps):
             batch = self.batch(step, held_out=True)
-            logits, count_guess = scene_outputs(self.model, self.heads, batch)
-            on_object = batch["labels"][:, 0] > 0
-            labels.append(batch["labels"][on_object])
-            guesses.append(torch.stack([logits[name].argmax(-1).cpu() for name in ATTRIBUTES], -1)[on_object])
-            counts.append(batch["counts"])
-            predicted.append(count_guess.round().cpu())
+            out = scene_outputs(self.model, self.heads, batch)
+            for kind, key, names in (("scene", "labels", ATTRIBUTES), ("chart", "chart_labels", CHART_LABELS)):
+                shown = batch[key][:, 0] > 0
+                for i, name in enumerate(names):
+                    add(f"{kind} {name}", batch[key][shown, i], out[name].argmax(-1).cpu()[shown])
+            scenes = ~batch["is_chart"]
+            add("scene counts", batch["counts"][scenes], out["counts"].round().cpu()[scenes])
         rows = []
-        for name, truth, guess in [*((name, torch.cat(labels)[:, i], torch.cat(guesses)[:, i]) for i, name in enumerate(ATTRIBUTES)),
-                                   ("counts", torch.cat(counts), torch.cat(predicted))]:
+        for name in truths:
+            truth, guess = torch.cat(truths[name]), torch.cat(guesses[name])
+            if not truth.numel():
+                continue
             score = float((guess == truth).float().mean())
             chance = (float(torch.mode(truth, 0).values.eq(truth).float().mean()) if truth.dim() > 1
-                      else float(torch.bincount(truth).max()) / len(truth))
+                      else float(torch.bincount(truth.long()).max()) / len(truth))
             n = truth.numel()
             stderr = (score * (1 - score) / n) ** 0.5
-            rows.append({"task": f"scene {name}", "metric": "exact per count" if name == "counts" else "token accuracy",
-                         "score": score, "stderr": stderr, "chance": chance, "n": n,
+            metric = "exact per count" if name == "scene counts" else "token accuracy"
+            rows.append({"task": name, "metric": metric, "score": score, "stderr": stderr, "chance": chance, "n": n,
                          "z": round((score - chance) / stderr, 2) if stderr else None})
         return rows
 

@@ -20,16 +20,17 @@ and scene.RAMP say why):
 | ocr | ocr | text, boxes | words 1-3, rotation, blur, noise, canvas height, share of text spotting (warm-ups below 0.25) |
 | grounding | grounding | boxes (+ bbox_2d, label for one) | distractors, minimal-pair distractors, canvas 112-224 px (warm-ups below 0.25) |
 | counting | grounding | count | targets 0-8, distractors 0-6, canvas |
-| chart | charts | number or text | bars/rows 3-5, the 'difference' question |
+| chart | charts | number or text | bars/rows 3-5, the 'difference' question (warm-ups below 0.25) |
 | gui | gui | action, point/text, target, bbox_2d | buttons 2-6, shuffled layout, dialogs, open menus |
 | video | video | span (s), label | frames 4-12, half-second spans, a second mover |
 | visual_math | reasoning | number | numbers, objects/bars/rows to read, steps (warm-ups below 0.25) |
 | text_reasoning | reasoning | number | numbers, steps (warm-ups below 0.25) |
 | text | reasoning | text | (none: plain sentences) |
 
-Warm-ups (``scene.easy``): below difficulty 0.25 a share ``1 - difficulty / 0.25`` of OCR, grounding
-and reasoning samples are the simplest form of the task (one large clean word; one object in one of
-four quadrants; one-step single-digit arithmetic). Above 0.25 nothing changes.
+Warm-ups (``scene.easy``): below difficulty 0.25 a share ``1 - difficulty / 0.25`` of OCR, grounding,
+chart and reasoning samples are the simplest form of the task (one large clean word; one object in one of
+four quadrants; the largest or smallest value of a chart; one-step single-digit arithmetic). Above 0.25
+nothing changes.
 """
 
 from __future__ import annotations

@@ -152,8 +152,7 @@ class SceneHeads(nn.Module):
 
 
 def scene_outputs(model: MiMoVL, heads: SceneHeads, batch: dict) -> dict[str, torch.Tensor]:
-    """The heads' outputs for a ``scene_batch``: attribute logits per token, counts, chart values and
-    row-name logits per image."""
+    """The heads' outputs for a ``scene_batch``: attribute and chart-label logits per token, counts per image."""
     device = next(heads.parameters()).device
     features = model.visual.token_features(batch["pixel_values"].to(device, model.visual.dtype), batch["image_grid_thw"])
     return heads(features.float(), batch["tokens"])

@@ -20,7 +20,7 @@ from mimolab.data.world.scene import Sample, assistant, canvas, easy, font, user
 
 BAR_COLOR, INK, RULE = (40, 80, 220), (0, 0, 0), (120, 120, 120)
 ITEMS = ("apples", "pears", "plums", "figs", "limes", "kiwis")
-BAR, GAP, BASE, UNIT = 22, 8, 150, 14  # bar width, gap, baseline y, pixels per unit of value
+LEFT, BAR, GAP, BASE, UNIT = 16, 22, 8, 150, 14  # first bar's x, bar width, gap, baseline y, pixels per unit
 ROW = 20  # table row height
 
 
@@ -30,7 +30,7 @@ def bar_chart(labels: list[str], values: list[int]) -> Image.Image:
     draw = ImageDraw.Draw(image)
     draw.line((10, BASE, 160, BASE), fill=INK)
     for i, (label, value) in enumerate(zip(labels, values)):
-        x = 16 + i * (BAR + GAP)
+        x = LEFT + i * (BAR + GAP)
         draw.rectangle((x, BASE - UNIT * value, x + BAR, BASE - 1), fill=BAR_COLOR)
         draw.text((x + 6, BASE + 2), label, fill=INK, font=font(12))
         draw.text((x + 6, BASE - UNIT * value - 14), str(value), fill=INK, font=font(12))
@@ -39,13 +39,12 @@ def bar_chart(labels: list[str], values: list[int]) -> Image.Image:
 
 def table(names: list[str], values: list[int]) -> Image.Image:
     """A 168-wide ruled table with a header row ('item', 'count') and one row per name."""
-    row = ROW
-    image = canvas(168, 28 * ((row * (len(names) + 1) + 8 + 27) // 28))
+    image = canvas(168, 28 * ((ROW * (len(names) + 1) + 8 + 27) // 28))
     draw = ImageDraw.Draw(image)
     for r, (name, value) in enumerate([("item", "count")] + list(zip(names, map(str, values)))):
-        y = 4 + r * row
-        draw.rectangle((8, y, 159, y + row), outline=RULE)
-        draw.line((100, y, 100, y + row), fill=RULE)
+        y = 4 + r * ROW
+        draw.rectangle((8, y, 159, y + ROW), outline=RULE)
+        draw.line((100, y, 100, y + ROW), fill=RULE)
         draw.text((14, y + 4), name, fill=INK, font=font(12))
         draw.text((108, y + 4), value, fill=INK, font=font(12))
     return image
@@ -55,8 +54,8 @@ def entry_boxes(form: str, values: list[int]) -> list[tuple[int, int, int, int]]
     """The pixel box (x1, y1, x2, y2; x2, y2 exclusive) of each bar or table row as drawn: a bar with its
     value above and its letter below, a row with its name and its count."""
     if form == "bar_chart":
-        return [(16 + i * (BAR + GAP), BASE - UNIT * v - 14, 16 + i * (BAR + GAP) + BAR + 1, BASE + 16)
-                for i, v in enumerate(values)]
+        return [(x, BASE - UNIT * v - 14, x + BAR + 1, BASE + 16)
+                for x, v in ((LEFT + i * (BAR + GAP), v) for i, v in enumerate(values))]
     return [(8, 4 + r * ROW, 160, 4 + (r + 1) * ROW + 1) for r in range(1, len(values) + 1)]
 
 

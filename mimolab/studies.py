@@ -326,7 +326,7 @@ def run_long_cot_study(profile: str, *, out: Path = RESULTS_DIR, runs_dir: Path 
     runs_dir = runs_dir or default_run_dir(profile).parent / "studies" / "long_cot"
     runs: dict[str, dict[int, list[dict]]] = {}
 
-    def scores(path: Path, difficulty: float) -> dict:
+    def scores(path: Path, difficulty) -> dict:
         model, processor = MiMoVL.from_pretrained(path), MiMoVLProcessor.from_pretrained(path)
         return {f"score/{r.task}": r.score for r in evaluate(model, processor, tasks, n=spec["eval_n"],
                                                               difficulty=difficulty, progress=False)}

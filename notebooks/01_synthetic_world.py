@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -75,6 +80,30 @@ for task, sample in samples.items():
     rows.append({"task": task, "question": sample.prompt.replace("\n", " ")[:80], "answer": sample.reply[-80:], "reference": json.dumps(sample.answer)[:60]})
 pd.set_option("display.max_colwidth", 90)
 pd.DataFrame(rows).set_index("task")
+
+# %% [markdown]
+# ### Difficulty: one knob per task
+# `difficulty` in [0, 1] raises what each module's docstring lists (more objects and distractors, larger
+# canvases, longer problems); below 0.25 a share of OCR, grounding, chart and reasoning samples are warm-ups.
+# It is one number or a mapping per task: the cpu profile trains and evaluates most tasks at 0 and the three
+# that would saturate there (grounding, counting, visual_math) a little harder. The same index at four
+# difficulties:
+
+# %%
+from mimolab.train.stage import load_stage
+
+print("cpu profile, stage 3 difficulty:", load_stage("stage3_multimodal", "cpu").difficulty)
+levels, shown = (0.0, 0.1, 0.5, 1.0), ("grounding", "counting", "chart", "ocr")
+fig, axes = plt.subplots(len(shown), len(levels), figsize=(2.4 * len(levels), 2.4 * len(shown)))
+for row, task in zip(axes, shown):
+    for ax, level in zip(row, levels):
+        sample = generate(task, 3, difficulty=level)
+        ax.imshow(sample.images[0])
+        ax.set_title(f"{task} @ {level}\n{textwrap.shorten(sample.prompt, 34)}", fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+plt.tight_layout()
+plt.savefig(run_dir / "difficulty.png", dpi=110)
 
 # %% [markdown]
 # ## 2. What each data type costs in tokens

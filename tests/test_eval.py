@@ -100,3 +100,25 @@ def test_paired_change_is_the_mean_difference_on_the_same_samples():
     assert change["change"] == pytest.approx(0.25) and change["stderr"] == pytest.approx(0.25) and change["z"] == 1.0
     with pytest.raises(ValueError, match="same samples"):
         paired_change(before, {**after, "per_sample": [1.0]})
+
+
+def test_text_tasks_are_scored_as_the_mean_of_sampled_replies(monkeypatch):
+    """MiMo-VL's evaluation: greedy for image tasks; text-only tasks sampled at T 0.6, top-p 0.95, avg@k."""
+    import mimolab.eval.harness as harness
+
+    calls = []
+
+    def replies(model, processor, samples, batch_size=16, thinking=True, sampling=None, seed=0):
+        calls.append((samples[0].task, sampling, seed))
+        return [s.reply if seed % 2 == 0 else "no answer" for s in samples]  # right on every other sample seed
+
+    monkeypatch.setattr(harness, "generate_replies", replies)
+    text, counting = evaluate(None, None, ["text_reasoning", "counting"], n=6, progress=False, text_samples=4)
+    assert text.per_sample == [0.5] * 6 and text.decoding == "T0.6 p0.95 avg@4"
+    assert [c[2] for c in calls if c[0] == "text_reasoning"] == [0, 1, 2, 3]
+    assert all(c[1] == {"temperature": 0.6, "top_p": 0.95} for c in calls if c[0] == "text_reasoning")
+    assert counting.score == 1.0 and counting.decoding == "greedy" and ("counting", None, 0) in calls
+    greedy = evaluate(None, None, ["text_reasoning"], n=6, progress=False, text_samples=0)[0]
+    assert greedy.score == 1.0 and greedy.decoding == "greedy"
+    with pytest.raises(ValueError, match="decoded"):
+        harness.paired_change(greedy.as_dict(), text.as_dict())

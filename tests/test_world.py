@@ -294,6 +294,24 @@ def test_unknown_task_and_bad_difficulty():
         generate("nope", 0)
     with pytest.raises(ValueError, match="difficulty"):
         generate("caption", 0, difficulty=2.0)
+    with pytest.raises(KeyError, match="unknown tasks"):
+        generate("caption", 0, difficulty={"captions": 0.2, "default": 0.0})
+    with pytest.raises(KeyError, match="no 'default'"):
+        generate("caption", 0, difficulty={"counting": 0.2})
+
+
+def test_difficulty_per_task_draws_each_task_at_its_own_knob():
+    per_task = {"default": 0.0, "counting": 0.6}
+    for task, own in (("counting", 0.6), ("grounding", 0.0)):
+        for i in range(5):
+            sample = generate(task, i, difficulty=per_task)
+            assert sample.meta["difficulty"] == own
+            same = generate(task, i, difficulty=own)
+            assert (sample.answer, sample.meta, sample.prompt) == (same.answer, same.meta, same.prompt)
+            assert sample.images[0].tobytes() == same.images[0].tobytes()
+    # the knob changes what is drawn: harder counting has more objects
+    assert sum(len(generate("counting", i, difficulty=per_task).meta["objects"]) for i in range(20)) > \
+        sum(len(generate("counting", i, difficulty=0.0).meta["objects"]) for i in range(20))
 
 
 def test_warm_ups_at_the_easy_end_and_nothing_changes_above_it():

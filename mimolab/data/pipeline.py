@@ -17,6 +17,7 @@ from mimolab.data.mixture import MixtureSampler
 from mimolab.data.sources import world_source
 from mimolab.data.tokenize import record_tokenizer
 from mimolab.processing import MiMoVLProcessor, image_processor
+from mimolab.data.world import Difficulty
 
 # The world renders images of 112-224 px: keep them at native size (4 to 64 tokens per image);
 # video frames (112 px) likewise.
@@ -57,7 +58,7 @@ def world_processor(tokenizer) -> MiMoVLProcessor:
 
 
 def world_mixture(shares: dict[str, float], processor: MiMoVLProcessor, config: MiMoVLConfig, *, max_length: int,
-                  seed: int = 0, difficulty: float = 0.5, text_only: bool = False) -> MixtureSampler:
+                  seed: int = 0, difficulty: Difficulty = 0.5, text_only: bool = False) -> MixtureSampler:
     """A resumable stream of tokenised world samples whose token shares follow ``shares``
     (``text_only``: images and videos dropped, for a language-model-only stage)."""
     sources = {task: world_source(task, seed=seed, difficulty=difficulty, text_only=text_only) for task in shares}

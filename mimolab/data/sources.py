@@ -11,9 +11,13 @@ import itertools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mimolab.data.world import Difficulty
 
 
-def world_source(task: str, seed: int = 0, difficulty: float = 0.5, text_only: bool = False) -> Callable[[int], Iterator]:
+def world_source(task: str, seed: int = 0, difficulty: Difficulty = 0.5, text_only: bool = False) -> Callable[[int], Iterator]:
     """Samples ``index = start, start + 1, ...`` of a synthetic task (each a pure function of its index).
     ``text_only`` drops the images and videos and keeps the words (a language model's view of the task)."""
     from mimolab.data.world import generate

@@ -1,5 +1,9 @@
-"""Held-out evaluation on the synthetic world: batched greedy generation, a score per task, and
-the chance level measured beside it.
+"""Held-out evaluation on the synthetic world: batched generation with MiMo-VL's evaluation settings,
+a score per task, and the chance level measured beside it.
+
+Decoding follows MiMo-VL's report (sec. 4): greedy for image and video tasks; text-only tasks are
+sampled at temperature 0.6, top-p 0.95 and, as the report's AIME avg@32, scored as the mean over
+``text_samples`` samples of each prompt (``text_samples=0``: greedy for every task).
 
 Held-out samples are world indices from ``HELD_OUT`` (10**6) on; training streams count from 0,
 so the two never meet at any budget this workbench runs. Chance is measured, not assumed: it is
@@ -20,11 +24,13 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from mimolab.data.world import TASKS, generate
+from mimolab.data.world import TASKS, Difficulty, generate
 from mimolab.eval.metrics import score
 from mimolab.model.generation import generate as generate_tokens
 
 HELD_OUT = 10**6
+TEXT_SAMPLING = {"temperature": 0.6, "top_p": 0.95}  # MiMo-VL's text-task evaluation setting
+TEXT_SAMPLES = 4  # samples per text-only prompt (avg@k)
 
 METRICS = {"counting": "exact", "chart": "exact", "interleaved": "exact", "caption": "object F1",
            "ocr": "char similarity", "grounding": "box F1@0.5", "gui": "action hit", "video": "span IoU",
@@ -42,6 +48,7 @@ class TaskScore:
     n: int
     per_sample: list[float] = field(default_factory=list, repr=False)  # held-out index order: pairs two runs
     mode: str = "think"  # "think" or "no_think" (an empty think block pre-filled)
+    decoding: str = "greedy"  # or "T0.6 p0.95 avg@4" for text-only tasks (see the module docstring)
 
     @property
     def z(self) -> float:
@@ -62,9 +69,10 @@ def _mean_stderr(values: list[float]) -> tuple[float, float]:
 
 @torch.no_grad()
 def generate_replies(model, processor, samples: list, batch_size: int = 16, max_new_tokens: int | None = None,
-                     thinking: bool = True) -> list[str]:
-    """Greedy replies to each sample's user turn, in batches (left padding). ``thinking=False`` is
-    MiMo-VL's no-think mode: the prompt ends with an empty think block."""
+                     thinking: bool = True, sampling: dict | None = None, seed: int = 0) -> list[str]:
+    """Replies to each sample's user turn, in batches (left padding): greedy, or sampled with ``sampling``
+    (``temperature``, ``top_p``; seeded by ``seed`` and the batch). ``thinking=False`` is MiMo-VL's
+    no-think mode: the prompt ends with an empty think block."""
     tokenizer = processor.tokenizer
     model.eval()
     replies = []
@@ -78,8 +86,9 @@ def generate_replies(model, processor, samples: list, batch_size: int = 16, max_
         inputs = {k: v.to(model.device) for k, v in inputs.items() if k != "mm_token_type_ids"}
         # room for the longest reference reply and then some: a model that rambles is cut, not waited for
         limit = max_new_tokens or 16 + int(1.5 * max(len(tokenizer(s.reply)["input_ids"]) for s in batch))
+        decoding = {"do_sample": True, "seed": seed * 1_000_003 + start, **sampling} if sampling else {}
         out = generate_tokens(model, inputs.pop("input_ids"), inputs.pop("attention_mask"), tokenizer=tokenizer,
-                              max_new_tokens=limit, **inputs)
+                              max_new_tokens=limit, **decoding, **inputs)
         replies += out.texts
     return replies
 
@@ -91,12 +100,12 @@ def best_blind_scores(task: str, samples: list) -> list[float]:
     return max(table, key=sum)
 
 
-def held_out(task: str, n: int, *, seed: int = 0, difficulty: float = 0.5) -> list:
+def held_out(task: str, n: int, *, seed: int = 0, difficulty: Difficulty = 0.5) -> list:
     """The first ``n`` held-out samples of ``task``: what ``evaluate`` scores."""
     return [generate(task, HELD_OUT + i, seed=seed, difficulty=difficulty) for i in range(n)]
 
 
-def chance_levels(tasks: list[str], n: int, *, seed: int = 0, difficulty: float = 0.5) -> dict[str, float]:
+def chance_levels(tasks: list[str], n: int, *, seed: int = 0, difficulty: Difficulty = 0.5) -> dict[str, float]:
     """Each task's chance on the held-out samples ``evaluate`` scores (same n, seed, difficulty): the
     best blind answer's mean score. Needs no model."""
     return {task: sum(best_blind_scores(task, held_out(task, n, seed=seed, difficulty=difficulty))) / n
@@ -114,25 +123,35 @@ def with_view_size(sample, processor):
 
 @torch.no_grad()
 def score_samples(model, processor, task: str, samples: list, *, batch_size: int = 16, thinking: bool = True,
-                  name: str | None = None) -> TaskScore:
-    """One task's score on ``samples`` (world or benchmark file), its chance and the per-sample scores."""
+                  name: str | None = None, text_samples: int = TEXT_SAMPLES) -> TaskScore:
+    """One task's score on ``samples`` (world or benchmark file), its chance and the per-sample scores.
+    Samples without images or videos are scored as the mean of ``text_samples`` sampled replies."""
     if len(samples) < 2:
         raise ValueError("need at least 2 samples (a mean and its standard error)")
-    replies = generate_replies(model, processor, samples, batch_size, thinking=thinking)
-    scores = [score(task, r, with_view_size(s, processor), s.reply) for r, s in zip(replies, samples)]
+    answers = [with_view_size(s, processor) for s in samples]
+    if text_samples and all(not s.images and not s.videos for s in samples):
+        per_seed = [[score(task, r, a, s.reply) for r, a, s in zip(
+            generate_replies(model, processor, samples, batch_size, thinking=thinking, sampling=TEXT_SAMPLING, seed=k),
+            answers, samples)] for k in range(text_samples)]
+        scores = [sum(column) / text_samples for column in zip(*per_seed)]
+        decoding = f"T{TEXT_SAMPLING['temperature']} p{TEXT_SAMPLING['top_p']} avg@{text_samples}"
+    else:
+        replies = generate_replies(model, processor, samples, batch_size, thinking=thinking)
+        scores = [score(task, r, a, s.reply) for r, a, s in zip(replies, answers, samples)]
+        decoding = "greedy"
     blind = best_blind_scores(task, samples)
     mean, _ = _mean_stderr(scores)
     _, diff_err = _mean_stderr([a - b for a, b in zip(scores, blind)])  # paired: same samples
     n = len(samples)
     return TaskScore(name or task, METRICS.get(task, "score"), mean, diff_err, sum(blind) / n, n, scores,
-                     "think" if thinking else "no_think")
+                     "think" if thinking else "no_think", decoding)
 
 
 def evaluate(model, processor, tasks: list[str] | None = None, *, n: int = 32, seed: int = 0,
-             difficulty: float = 0.5, batch_size: int = 16, progress: bool = True,
-             thinking: bool = True) -> list[TaskScore]:
-    """Score ``n`` held-out samples of each task (default: every world task) with greedy decoding;
-    ``thinking=False``: MiMo-VL's no-think mode."""
+             difficulty: Difficulty = 0.5, batch_size: int = 16, progress: bool = True,
+             thinking: bool = True, text_samples: int = TEXT_SAMPLES) -> list[TaskScore]:
+    """Score ``n`` held-out samples of each task (default: every world task) with MiMo-VL's decoding
+    (module docstring); ``thinking=False``: MiMo-VL's no-think mode."""
     tasks = list(TASKS) if tasks is None else tasks
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
@@ -142,7 +161,8 @@ def evaluate(model, processor, tasks: list[str] | None = None, *, n: int = 32, s
     rows = []
     for task in tqdm(tasks, desc="evaluate", disable=not progress):
         samples = held_out(task, n, seed=seed, difficulty=difficulty)
-        rows.append(score_samples(model, processor, task, samples, batch_size=batch_size, thinking=thinking))
+        rows.append(score_samples(model, processor, task, samples, batch_size=batch_size, thinking=thinking,
+                                  text_samples=text_samples))
     return rows
 
 
@@ -151,21 +171,25 @@ def paired_change(before: dict, after: dict) -> dict:
     rows with ``per_sample``): mean difference, its standard error and z."""
     if before["task"] != after["task"] or len(before["per_sample"]) != len(after["per_sample"]):
         raise ValueError("paired_change needs two evaluations of the same task on the same samples")
+    if before.get("decoding", "greedy") != after.get("decoding", "greedy"):
+        raise ValueError(f"paired_change: {before['task']} was decoded {before.get('decoding', 'greedy')!r} before "
+                         f"and {after.get('decoding', 'greedy')!r} after; evaluate both the same way")
     change, stderr = _mean_stderr([b - a for a, b in zip(before["per_sample"], after["per_sample"])])
     z = change / stderr if stderr > 0 else (0.0 if change == 0 else math.copysign(math.inf, change))
-    return {"task": before["task"], "metric": before["metric"], "before": before["score"], "after": after["score"],
+    return {"task": before["task"], "metric": before["metric"], "decoding": before.get("decoding", "greedy"),
+            "before": before["score"], "after": after["score"],
             "change": change, "stderr": stderr, "z": round(z, 2) if math.isfinite(z) else None, "n": before["n"]}
 
 
 def markdown_table(rows: list[TaskScore]) -> str:
-    lines = ["| task | metric | score | chance | above chance (z) | n |", "|---|---|---|---|---|---|"]
+    lines = ["| task | metric | decoding | score | chance | above chance (z) | n |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         z = f"{r.z:.1f}" if math.isfinite(r.z) else ("inf" if r.z > 0 else "-")
-        lines.append(f"| {r.task} | {r.metric} | {r.score:.2f} ± {r.stderr:.2f} | {r.chance:.2f} | {z} | {r.n} |")
+        lines.append(f"| {r.task} | {r.metric} | {r.decoding} | {r.score:.2f} ± {r.stderr:.2f} | {r.chance:.2f} | {z} | {r.n} |")
     return "\n".join(lines)
 
 
-def examples(model, processor, task: str, n: int = 4, *, seed: int = 0, difficulty: float = 0.5) -> list[dict]:
+def examples(model, processor, task: str, n: int = 4, *, seed: int = 0, difficulty: Difficulty = 0.5) -> list[dict]:
     """``n`` held-out samples of ``task`` with the model's greedy reply, the reference and the score."""
     samples = held_out(task, n, seed=seed, difficulty=difficulty)
     replies = generate_replies(model, processor, samples)

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from mimolab.eval.harness import TaskScore, evaluate, markdown_table, score_samples
+from mimolab.data.world import Difficulty
 
 COLUMNS = ("task", "mode", "metric", "score", "stderr", "chance", "z", "n")
 
@@ -56,7 +57,7 @@ def write_results(rows: list[TaskScore], out_dir: str | Path, name: str = "resul
     return paths
 
 
-def run_eval(checkpoint: str | Path, *, tasks: list[str] | None = None, n: int = 40, difficulty: float = 0.5,
+def run_eval(checkpoint: str | Path, *, tasks: list[str] | None = None, n: int = 40, difficulty: Difficulty = 0.5,
              benchmarks: list[str | Path] = (), modes: tuple[str, ...] = ("think",), out: str | Path | None = None,
              limit: int | None = None, progress: bool = True) -> list[TaskScore]:
     """Evaluate a checkpoint directory on world tasks (``tasks=[]``: none) and benchmark files, in each

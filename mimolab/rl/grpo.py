@@ -22,11 +22,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from mimolab.data.packing import TokenizedSample, collate_packed
 from mimolab.data.tokenize import make_sample
+
+if TYPE_CHECKING:
+    from mimolab.data.world import Difficulty
 
 LOSS_AGGREGATIONS = ("token_mean", "seq_mean", "constant")
 
@@ -48,7 +52,7 @@ class GRPOConfig:
     lr: float = 1e-4
     grad_clip: float = 1.0
     row_tokens: int = 2048
-    difficulty: float = 0.3
+    difficulty: Difficulty = 0.3  # one number, or per task (see mimolab.data.world)
     seed: int = 0
     checkpoint_every: int = 10  # steps between checkpoints in pipeline runs (0: only at the end)
 

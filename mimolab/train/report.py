@@ -75,10 +75,10 @@ def score_figure(rows: list[dict], path: Path) -> Path:
 
 
 def scores_table(rows: list[dict]) -> str:
-    lines = ["| task | metric | score ± s.e. | chance | z above chance | n |", "|---|---|---|---|---|---|"]
+    lines = ["| task | metric | decoding | score ± s.e. | chance | z above chance | n |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         z = r.get("z")
-        lines.append(f"| {r['task']} | {r['metric']} | {r['score']:.2f} ± {r['stderr']:.2f} | {r['chance']:.2f} | "
+        lines.append(f"| {r['task']} | {r['metric']} | {r.get('decoding', 'greedy')} | {r['score']:.2f} ± {r['stderr']:.2f} | {r['chance']:.2f} | "
                      f"{'inf' if z is None and r['score'] > r['chance'] else z if z is not None else '-'} | {r['n']} |")
     return "\n".join(lines)
 
@@ -106,10 +106,10 @@ def morl_section(run_dir: Path, morl: dict) -> list[str]:
     lines = ["## MORL: on-policy GRPO from the final checkpoint", "",
              f"`experiments/rl/{morl['config']}.yaml`, {morl['steps']} steps. Held-out scores of the RL tasks on the "
              "same samples before and after; change ± standard error of the paired difference, z = change / s.e.", "",
-             "| task | metric | before | after | change ± s.e. | z | n |", "|---|---|---|---|---|---|---|"]
+             "| task | metric | decoding | before | after | change ± s.e. | z | n |", "|---|---|---|---|---|---|---|---|"]
     for c in morl["changes"]:
         z = c["z"] if c["z"] is not None else ("inf" if c["change"] > 0 else "-inf" if c["change"] < 0 else "0")
-        lines.append(f"| {c['task']} | {c['metric']} | {c['before']:.2f} | {c['after']:.2f} | "
+        lines.append(f"| {c['task']} | {c['metric']} | {c.get('decoding', 'greedy')} | {c['before']:.2f} | {c['after']:.2f} | "
                      f"{c['change']:+.2f} ± {c['stderr']:.2f} | {z} | {c['n']} |")
     up = [c["task"] for c in morl["changes"] if (c["z"] is None and c["change"] > 0) or (c["z"] or 0) > 2]
     lines += ["", f"Raised by more than 2 standard errors: {', '.join(up) or 'none'}.", ""]

@@ -12,9 +12,12 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from mimolab.data.world import Difficulty
 
 PARTS = ("vision", "projector", "llm")
 STAGE_DIR = Path(__file__).resolve().parents[2] / "experiments" / "pretrain"
@@ -36,7 +39,7 @@ class Stage:
     # weighs the same, its tokens sharing its weight, so a one-token count is not outweighed by a caption
     loss_weighting: str = "token"
     seed: int = 0
-    difficulty: float = 0.5
+    difficulty: Difficulty = 0.5  # one number, or per task: {"default": 0.0, "counting": 0.2}
     text_only: bool = False  # drop images and videos (stage 0: the language model alone)
     checkpoint_every: int = 50
     init_from: str | None = None  # a stage name of the same run, a checkpoint directory, or None (fresh weights)

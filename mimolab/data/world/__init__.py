@@ -6,8 +6,10 @@ sample, byte for byte, so a data stream is resumable from an index and nothing n
 Each generator is ``(rng: random.Random, difficulty: float) -> Sample``, with
 ``rng = random.Random(f"{task}/{seed}/{index}")``: no global random state anywhere. ``scene`` holds
 the shapes, colours, rendering and the ``Sample`` dataclass; each module's docstring says exactly
-what its difficulty changes. ``difficulty`` is in [0, 1]; 0.5 is the default, 1.0 the hard end; the
-cpu profile's stages train and evaluate at 0, the easy end (see experiments/pretrain/). In the scene tasks
+what its difficulty changes. ``difficulty`` is in [0, 1]; 0.5 is the default, 1.0 the hard end. It is one
+number, or a mapping of task to difficulty with a ``default`` for the tasks it does not name (each task's
+knob): the cpu profile trains and evaluates most tasks at 0, the easy end, and the ones that would saturate
+there a little higher (see experiments/pretrain/). In the scene tasks
 (caption, grounding, counting) objects sit on the 28-pixel grid of merged vision tokens with
 probability 1 - difficulty, so at the easy end each object fills whole tokens. Backgrounds are the
 image processor's mean colour under a faint red/blue ramp that tells a patch where it is (scene.BACKGROUND
@@ -36,7 +38,7 @@ nothing changes.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from mimolab.data.world import captions, charts, grounding, gui, interleaved, ocr, reasoning, video
 from mimolab.data.world.scene import Sample
@@ -50,10 +52,26 @@ TASKS: dict[str, Callable[[random.Random, float], Sample]] = {
 }
 
 
-def generate(task: str, index: int, seed: int = 0, difficulty: float = 0.5) -> Sample:
+Difficulty = float | Mapping[str, float]  # one for every task, or per task with a "default"
+
+
+def task_difficulty(difficulty: Difficulty, task: str) -> float:
+    """The difficulty ``task`` is drawn at: the number itself, or the mapping's entry (else its ``default``)."""
+    if not isinstance(difficulty, Mapping):
+        return float(difficulty)
+    unknown = sorted(set(difficulty) - set(TASKS) - {"default"})
+    if unknown:
+        raise KeyError(f"difficulty names unknown tasks {unknown}; tasks are {sorted(TASKS)} (and 'default')")
+    if task not in difficulty and "default" not in difficulty:
+        raise KeyError(f"difficulty has no entry for {task!r} and no 'default'")
+    return float(difficulty.get(task, difficulty.get("default")))
+
+
+def generate(task: str, index: int, seed: int = 0, difficulty: Difficulty = 0.5) -> Sample:
     """Sample ``index`` of ``task``: a pure function of (task, index, seed, difficulty)."""
     if task not in TASKS:
         raise KeyError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
+    difficulty = task_difficulty(difficulty, task)
     if not 0.0 <= difficulty <= 1.0:
         raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
     sample = TASKS[task](random.Random(f"{task}/{seed}/{index}"), difficulty)
@@ -61,4 +79,4 @@ def generate(task: str, index: int, seed: int = 0, difficulty: float = 0.5) -> S
     return sample
 
 
-__all__ = ["TASKS", "Sample", "generate"]
+__all__ = ["TASKS", "Difficulty", "Sample", "generate", "task_difficulty"]

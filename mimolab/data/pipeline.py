@@ -16,8 +16,8 @@ from mimolab.config import SYNTHETIC_VOCAB_SIZE, MiMoVLConfig
 from mimolab.data.mixture import MixtureSampler
 from mimolab.data.sources import world_source
 from mimolab.data.tokenize import record_tokenizer
-from mimolab.processing import MiMoVLProcessor, image_processor
 from mimolab.data.world import Difficulty
+from mimolab.processing import MiMoVLProcessor, image_processor
 
 # The world renders images of 112-224 px: keep them at native size (4 to 64 tokens per image);
 # video frames (112 px) likewise.

@@ -171,12 +171,13 @@ def paired_change(before: dict, after: dict) -> dict:
     rows with ``per_sample``): mean difference, its standard error and z."""
     if before["task"] != after["task"] or len(before["per_sample"]) != len(after["per_sample"]):
         raise ValueError("paired_change needs two evaluations of the same task on the same samples")
-    if before.get("decoding", "greedy") != after.get("decoding", "greedy"):
-        raise ValueError(f"paired_change: {before['task']} was decoded {before.get('decoding', 'greedy')!r} before "
+    decoding = before.get("decoding", "greedy")  # rows written before decoding was recorded were greedy
+    if decoding != after.get("decoding", "greedy"):
+        raise ValueError(f"paired_change: {before['task']} was decoded {decoding!r} before "
                          f"and {after.get('decoding', 'greedy')!r} after; evaluate both the same way")
     change, stderr = _mean_stderr([b - a for a, b in zip(before["per_sample"], after["per_sample"])])
     z = change / stderr if stderr > 0 else (0.0 if change == 0 else math.copysign(math.inf, change))
-    return {"task": before["task"], "metric": before["metric"], "decoding": before.get("decoding", "greedy"),
+    return {"task": before["task"], "metric": before["metric"], "decoding": decoding,
             "before": before["score"], "after": after["score"],
             "change": change, "stderr": stderr, "z": round(z, 2) if math.isfinite(z) else None, "n": before["n"]}
 

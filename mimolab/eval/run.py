@@ -12,8 +12,8 @@ import csv
 import json
 from pathlib import Path
 
-from mimolab.eval.harness import TaskScore, evaluate, markdown_table, score_samples
 from mimolab.data.world import Difficulty
+from mimolab.eval.harness import TaskScore, evaluate, markdown_table, score_samples
 
 COLUMNS = ("task", "mode", "metric", "score", "stderr", "chance", "z", "n")
 

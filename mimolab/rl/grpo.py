@@ -54,6 +54,9 @@ class GRPOConfig:
     row_tokens: int = 2048
     difficulty: Difficulty = 0.3  # one number, or per task (see mimolab.data.world)
     seed: int = 0
+    lora_rank: int = 0  # 0: full-parameter RL; > 0: peft LoRA adapters of this rank on lora_parts, the rest frozen
+    lora_alpha: int = 16
+    lora_parts: tuple[str, ...] = ("llm",)  # see mimolab.train.lora.LORA_TARGETS
     checkpoint_every: int = 10  # steps between checkpoints in pipeline runs (0: only at the end)
 
     def __post_init__(self) -> None:
@@ -177,6 +180,8 @@ def load_grpo_config(name_or_path: str | Path, profile: str, **overrides) -> GRP
     spec = load_profiled_yaml(path, profile, **overrides)
     spec.pop("what", None)
     check_keys(spec, GRPOConfig, path.name)
+    if isinstance(spec.get("lora_parts"), list):
+        spec["lora_parts"] = tuple(spec["lora_parts"])
     if isinstance(spec.get("tasks"), dict):
         spec["tasks"] = tuple((task, float(w)) for task, w in spec["tasks"].items())
     return GRPOConfig(**spec)

@@ -109,6 +109,7 @@ def test_run_eval_writes_tables_and_figure_for_both_modes(files, tmp_path):
     with (tmp_path / "eval" / "results.csv").open() as f:
         table = list(csv.DictReader(f))
     assert len(table) == 6 and {t["mode"] for t in table} == {"think", "no_think"}
+    assert [t["decoding"] for t in table] == [r.decoding for r in rows] and rows[0].decoding == "greedy"
     assert "**no_think**" in (tmp_path / "eval" / "results.md").read_text()
     assert Image.open(tmp_path / "eval" / "results.png").size[0] > 0
     with pytest.raises(ValueError, match="modes"):

@@ -156,3 +156,15 @@ def test_morl_with_lora_trains_adapters_only_merges_them_and_resumes_exactly(pro
     assert all(torch.equal(whole[k], base[k]) for k in base if "visual" in k)
     assert any(not torch.equal(whole[k], base[k]) for k in base if "self_attn.q_proj" in k)
     assert all(torch.equal(whole[k], resumed[k]) for k in base)
+
+
+@pytest.mark.parametrize("profile", ["cpu"])
+def test_morl_samples_at_the_difficulties_the_last_stages_trained_and_scored(profile):
+    """The per-task difficulty is written in three files (stages 3 and 4, GRPO): MORL's before-evaluation
+    is only stage 4's evaluation, and its prompts only the trained distribution, while the three agree."""
+    from mimolab.rl.grpo import load_grpo_config
+    from mimolab.train.stage import load_stage
+
+    grpo = load_grpo_config("grpo_on_policy", profile).difficulty
+    assert load_stage("stage3_multimodal", profile).difficulty == grpo
+    assert load_stage("stage4_long_context", profile).difficulty == grpo

@@ -15,7 +15,7 @@ from pathlib import Path
 from mimolab.data.world import Difficulty
 from mimolab.eval.harness import TaskScore, evaluate, markdown_table, score_samples
 
-COLUMNS = ("task", "mode", "metric", "score", "stderr", "chance", "z", "n")
+COLUMNS = ("task", "mode", "metric", "decoding", "score", "stderr", "chance", "z", "n")
 
 
 def write_results(rows: list[TaskScore], out_dir: str | Path, name: str = "results", title: str | None = None) -> dict:

@@ -8,15 +8,13 @@ its checkpoints (a killed run resumes), ``final/`` (model and processor: the dem
 checkpoint) and ``morl.json`` (config, scores before and after, the paired changes).
 
 With ``lora_rank > 0`` GRPO trains peft adapters on ``lora_parts`` only (the reference policy is the
-model with its adapters off); ``final/`` holds the adapters merged into the weights, a plain model.
+model with its adapters off); ``final/`` holds them merged into the weights, a plain model.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import torch
 
 from mimolab.eval.harness import evaluate, paired_change
 
@@ -30,7 +28,7 @@ def run_morl(profile: str, start: str | Path, run_dir: str | Path, *, config: st
     from mimolab.processing import MiMoVLProcessor
     from mimolab.rl.grpo import load_grpo_config
     from mimolab.rl.trainer import GRPOTrainer
-    from mimolab.train.lora import add_lora, merge_lora
+    from mimolab.train.lora import has_lora, merge_lora
     from mimolab.train.pretrain import save_final
     from mimolab.train.tracking import Tracker
 
@@ -47,10 +45,6 @@ def run_morl(profile: str, start: str | Path, run_dir: str | Path, *, config: st
         rows = evaluate(model, processor, tasks, n=eval_n, seed=cfg.seed, difficulty=cfg.difficulty, progress=progress)
         before_file.write_text(json.dumps([r.as_dict() for r in rows]))
     before = json.loads(before_file.read_text())
-    if cfg.lora_rank:  # lora_B starts at zero: the adapters change nothing until trained
-        with torch.random.fork_rng():  # lora_A's random start is the run's, not whatever ran before
-            torch.manual_seed(cfg.seed)
-            add_lora(model, cfg.lora_parts, r=cfg.lora_rank, alpha=cfg.lora_alpha)
     with Tracker(run_dir, {**cfg.__dict__, "start": str(start)}, mode=tracking, name=f"{profile}-morl",
                  group=f"pipeline-{profile}") as tracker:
         trainer = GRPOTrainer(model, processor, cfg, run_dir, rewards=rewards, tracker=tracker)
@@ -59,7 +53,7 @@ def run_morl(profile: str, start: str | Path, run_dir: str | Path, *, config: st
             trainer.train(progress=progress, log=log, checkpoint_every=cfg.checkpoint_every)
         finally:
             trainer.close()
-    if cfg.lora_rank:
+    if has_lora(model):  # the trainer added them (cfg.lora_rank)
         merge_lora(model)
     save_final(model, processor, run_dir / "final")
     after = [r.as_dict() for r in evaluate(model, processor, tasks, n=eval_n, seed=cfg.seed,

@@ -2,7 +2,8 @@
 rewards, advantages, updates, logs. The math lives in ``grpo.py``; this file moves data.
 
 The reference policy is the starting weights: with LoRA, the same model with its adapters
-switched off (no second copy); without, a frozen copy made at the start.
+switched off (no second copy); without, a frozen copy made at the start. LoRA comes either from
+the caller (a model with adapters already) or from the config (``lora_rank > 0``).
 """
 
 from __future__ import annotations
@@ -35,8 +36,12 @@ def reward_columns(samples: list) -> dict:
 class GRPOTrainer:
     def __init__(self, model, processor, cfg: GRPOConfig, run_dir: str | Path, *, rewards: list | None = None,
                  tracker: Tracker | None = None) -> None:
-        from mimolab.train.lora import has_lora
+        from mimolab.train.lora import add_lora, has_lora
 
+        if cfg.lora_rank and not has_lora(model):
+            with torch.random.fork_rng():  # lora_A's random start is the run's, not whatever ran before
+                torch.manual_seed(cfg.seed)
+                add_lora(model, cfg.lora_parts, r=cfg.lora_rank, alpha=cfg.lora_alpha)
         self.model, self.processor, self.cfg = model, processor, cfg
         self.run_dir = Path(run_dir)
         # a router (in-process or RemoteRewards) as given; a list of TRL-style rewards gets one in-process

@@ -1,59 +1,58 @@
-"""GRPO probe: on-policy GRPO from a pre-training checkpoint (default: the cpu pipeline's stage 4)
-for a number of steps, with held-out scores before and after. Notebook 08 walks through the same
-run; this is the terminal version behind the numbers in the notes.
+"""GRPO probe: MORL (``mimolab.rl.morl.run_morl``: GRPO with held-out scores before and after, paired)
+from a pre-training checkpoint (default: the cpu pipeline's stage 4) with the cpu profile's settings
+overridden from the command line. The numbers recorded in experiments/rl/grpo_on_policy.yaml come
+from runs of this script; notebook 08 walks through the same loop.
 
-    python benchmarks/probe_grpo.py --steps 30 --tasks counting,gui,grounding,video
+    python benchmarks/probe_grpo.py --steps 100 --tasks grounding,gui --lora-rank 16 --lr 1e-3 \
+        --prompts 16 --group 8 --temperature 1 --n 200 --out runs/probe_grpo/lora
+    python benchmarks/probe_grpo.py --tasks text_reasoning:3,gui:2,chart:2 --lr 1e-4 --temperature 0.7
+
+``--tasks`` takes ``task`` or ``task:weight`` (default weight 1). A finished ``--out`` is read back.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
+from pathlib import Path
 
-from mimolab import MiMoVL
-from mimolab.eval import evaluate
-from mimolab.processing import MiMoVLProcessor
-from mimolab.rl import GRPOTrainer
-from mimolab.rl.grpo import LOSS_AGGREGATIONS, load_grpo_config
+from mimolab.rl.grpo import LOSS_AGGREGATIONS
+from mimolab.rl.morl import run_morl
 from mimolab.train.pretrain import default_run_dir
 
 
-def scores(model, processor, tasks, difficulty, n):
-    return {r.task: [round(r.score, 3), round(r.stderr, 3), round(r.chance, 3)]
-            for r in evaluate(model, processor, tasks, n=n, difficulty=difficulty, progress=False)}
+def parse_tasks(text: str) -> dict[str, float]:
+    """``"grounding:2,gui"`` -> ``{"grounding": 2.0, "gui": 1.0}``."""
+    return {task: float(weight or 1) for task, _, weight in (item.partition(":") for item in text.split(","))}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(default_run_dir("cpu") / "stage4_long_context" / "final"))
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--tasks", default="counting,gui,grounding,video")
     parser.add_argument("--out", default="runs/probe_grpo")
     parser.add_argument("--n", type=int, default=100, help="held-out samples per task, before and after")
-    parser.add_argument("--lr", type=float, help="learning rate (default: the cpu profile's)")
-    parser.add_argument("--prompts", type=int, help="prompts per step (default: the cpu profile's)")
-    parser.add_argument("--group", type=int, help="completions per prompt (default: the cpu profile's)")
-    parser.add_argument("--temperature", type=float, help="rollout temperature (default: the cpu profile's)")
-    parser.add_argument("--loss-agg", choices=LOSS_AGGREGATIONS, help="(default: the cpu profile's)")
-    args = parser.parse_args()
-    model, processor = MiMoVL.from_pretrained(args.checkpoint), MiMoVLProcessor.from_pretrained(args.checkpoint)
-    extra = {key: value for key, value in (("lr", args.lr), ("prompts_per_step", args.prompts),
-                                           ("group_size", args.group), ("temperature", args.temperature),
-                                           ("loss_agg", args.loss_agg))
-             if value is not None}
-    cfg = load_grpo_config("grpo_on_policy", "cpu", steps=args.steps, tasks={t: 1.0 for t in args.tasks.split(",")}, **extra)
-    tasks = [t for t, _ in cfg.tasks]
-    print("before (score, s.e., chance):", scores(model, processor, tasks, cfg.difficulty, args.n))
-    trainer = GRPOTrainer(model, processor, cfg, args.out)
-    start = time.time()
-    history = trainer.train(progress=True)
-    trainer.close()
-    mean = lambda rows, key: round(sum(r[key] for r in rows) / len(rows), 3)  # noqa: E731
-    print(json.dumps({"minutes": round((time.time() - start) / 60, 1), "reward_first_10": mean(history[:10], "reward"),
-                      "reward_last_10": mean(history[-10:], "reward"), "kl_ref_last": history[-1].get("kl_ref"),
-                      "max_first_update_ratio_dev": max(r.get("first_update/ratio_max_dev", 0.0) for r in history)}))
-    print("after (score, s.e., chance):", scores(model, processor, tasks, cfg.difficulty, args.n))
+    parser.add_argument("--tasks", help="task or task:weight, comma-separated (default: the cpu profile's)")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--prompts", type=int, dest="prompts_per_step")
+    parser.add_argument("--group", type=int, dest="group_size")
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--loss-agg", choices=LOSS_AGGREGATIONS)
+    parser.add_argument("--lora-rank", type=int, help="0: full-parameter")
+    parser.add_argument("--lora-alpha", type=int)
+    args = vars(parser.parse_args())
+    checkpoint, out, n = args.pop("checkpoint"), Path(args.pop("out")), args.pop("n")
+    overrides = {key: value for key, value in args.items() if value is not None}  # unset: the cpu profile's
+    if "tasks" in overrides:
+        overrides["tasks"] = parse_tasks(overrides["tasks"])
+    result = run_morl("cpu", checkpoint, out, tracking="disabled", eval_n=n, **overrides)
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    mean = lambda rows, key: round(sum(r.get(key) or 0.0 for r in rows) / len(rows), 3)  # noqa: E731
+    print(json.dumps({"reward_first_10": mean(history[:10], "reward"), "reward_last_10": mean(history[-10:], "reward"),
+                      "kl_ref_last": history[-1].get("kl_ref"),
+                      "max_first_update_ratio_dev": max(r.get("first_update/ratio_max_dev") or 0.0 for r in history)}))
+    for c in result["changes"]:
+        print(f"{c['task']:15s} {c['before']:.3f} -> {c['after']:.3f}  {c['change']:+.3f} ± {c['stderr']:.3f}  z {c['z']}")
 
 
 if __name__ == "__main__":  # the reward workers are spawned processes

@@ -16,8 +16,10 @@ BOX = [28, 56, 84, 112]  # in the pixels of the image as the processor resizes i
 REPLY = f'[{{"bbox_2d": {BOX}, "label": "red circle"}}]'
 
 
-def box_checkpoint(path: Path, image, steps: int = 80) -> Path:
-    """Train the smoke preset until its greedy no-think answer to QUESTION about ``image`` is REPLY."""
+def box_checkpoint(path: Path, image, max_steps: int = 600) -> Path:
+    """Train the smoke preset until its greedy no-think answer to QUESTION about ``image`` is REPLY
+    (checked teacher-forced: every reply token the argmax), so float differences between machines
+    cannot leave a half-learned reply."""
     processor = world_processor(world_tokenizer(n_per_task=3))
     torch.manual_seed(0)
     model = MiMoVL.from_preset("smoke")
@@ -32,9 +34,16 @@ def box_checkpoint(path: Path, image, steps: int = 80) -> Path:
     sample = make_sample(full.input_ids, labels, vis, model.config, "grounding")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     inputs = collate_packed([sample], len(sample), model.config.pad_token_id).model_inputs()
-    model.train()
-    for _ in range(steps):
-        model(**inputs).loss.backward()
+    targets = torch.tensor(labels[1:])
+    learned = targets != IGNORE_INDEX
+    for step in range(max_steps):
+        model.train()
+        out = model(**inputs)
+        if step % 20 == 0 and bool((out.logits[0, :-1].argmax(-1)[learned] == targets[learned]).all()):
+            break
+        out.loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+    else:
+        raise AssertionError(f"the smoke model did not learn REPLY in {max_steps} steps")
     return save_final(model.eval(), processor, path)

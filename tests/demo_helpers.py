@@ -36,8 +36,8 @@ def box_checkpoint(path: Path, image, max_steps: int = 600) -> Path:
     inputs = collate_packed([sample], len(sample), model.config.pad_token_id).model_inputs()
     targets = torch.tensor(labels[1:])
     learned = targets != IGNORE_INDEX
+    model.train()
     for step in range(max_steps):
-        model.train()
         out = model(**inputs)
         if step % 20 == 0 and bool((out.logits[0, :-1].argmax(-1)[learned] == targets[learned]).all()):
             break

@@ -9,7 +9,7 @@ import torch
 from mimolab import MiMoVL
 from mimolab.model.summary import weight_changes
 from mimolab.train.pretrain import STAGES, run_pipeline, run_stage, stages_for
-from mimolab.train.report import read_metrics
+from mimolab.train.report import morl_section, read_metrics
 from mimolab.train.stage import STAGE_DIR, load_stage
 
 
@@ -52,7 +52,7 @@ def test_bad_stage_files_fail_clearly(tmp_path):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("pretrain")
-    report = run_pipeline("smoke", run_dir, tracking="disabled", progress=False, eval_n=2)
+    report = run_pipeline("smoke", run_dir, tracking="disabled", progress=False, eval_n=2, morl_eval_n=3)
     return run_dir, report
 
 
@@ -67,6 +67,7 @@ def test_pipeline_writes_checkpoints_metrics_and_report(smoke_run):
     scores = json.loads((run_dir / "final_eval.json").read_text())
     assert {r["task"] for r in scores} >= {"caption", "ocr", "grounding", "counting", "video", "visual_math"}
     assert all(0 <= r["score"] <= 1 and 0 <= r["chance"] <= 1 for r in scores)
+    assert {r["n"] for r in scores} == {2}  # eval_n; MORL's before/after use morl_eval_n
     # MORL ran from the last stage: its steps logged, its final model saved, the paired changes consistent
     morl = json.loads((run_dir / "morl" / "morl.json").read_text())
     assert morl["start"] == str(run_dir / STAGES[-1] / "final") and (run_dir / "morl" / "final" / "config.json").exists()
@@ -74,11 +75,22 @@ def test_pipeline_writes_checkpoints_metrics_and_report(smoke_run):
              if "reward" in json.loads(line)]
     assert steps == list(range(1, morl["steps"] + 1))
     for before, after, change in zip(morl["before"], morl["after"], morl["changes"]):
-        assert change["task"] == before["task"] == after["task"]
+        assert change["task"] == before["task"] == after["task"] and before["n"] == after["n"] == 3  # morl_eval_n
         assert change["change"] == pytest.approx(after["score"] - before["score"], abs=1e-9)
     assert "## Studies" in text.split("## MORL")[1]  # the report ends with the studies' summary
     assert "## MORL" in text and f"| {morl['changes'][0]['task']} |" in text.split("## MORL")[1]
 
+
+
+def test_morl_section_names_changes_beyond_two_standard_errors(tmp_path):
+    change = lambda task, delta, z: {"task": task, "metric": "exact", "before": 0.5, "after": 0.5 + delta,  # noqa: E731
+                                     "change": delta, "stderr": 0.02, "z": z, "n": 400}
+    morl = {"config": "grpo_on_policy", "steps": 3, "changes": [
+        change("chart", 0.06, 3.0), change("counting", 0.03, 1.5), change("grounding", -0.05, -2.5),
+        change("gui", 0.0, None), change("ocr", 0.01, None)]}  # z None: no spread; a change then is certain
+    text = "\n".join(morl_section(tmp_path, morl))
+    assert "Raised by more than 2 standard errors: chart, ocr; lowered by more than 2: grounding." in text
+    assert "| counting | exact | greedy | 0.500 | 0.530 | +0.030 ± 0.020 | 1.5 | 400 |" in text
 
 def test_frozen_parts_are_bit_identical_across_stages(smoke_run):
     run_dir, _ = smoke_run

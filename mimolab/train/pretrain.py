@@ -171,10 +171,11 @@ def _read_eval(stage_dir: Path) -> list[dict]:
 
 def run_pipeline(profile: str = "cpu", run_dir: str | Path | None = None, *, tracking: str | None = None,
                  progress: bool = True, eval_n: int = 32, final_eval_n: int | None = None, morl: bool = True,
-                 studies_dir: str | Path | None = None) -> Path:
+                 morl_eval_n: int | None = None, studies_dir: str | Path | None = None) -> Path:
     """Every stage of the profile, the held-out evaluation on all tasks, MORL (GRPO from the last
-    stage, RL tasks scored before and after; ``morl=False`` stops before it) and the report, which
-    ends with the studies' summary read from ``studies_dir`` (default ``experiments/results``)."""
+    stage, RL tasks scored before and after on ``morl_eval_n`` samples each; ``morl=False`` stops
+    before it) and the report, which ends with the studies' summary read from ``studies_dir`` (default
+    ``experiments/results``)."""
     from mimolab.eval import evaluate
     from mimolab.rl.morl import run_morl
     from mimolab.studies import RESULTS_DIR
@@ -194,6 +195,6 @@ def run_pipeline(profile: str = "cpu", run_dir: str | Path | None = None, *, tra
             difficulty=last.stage.difficulty, progress=progress)}
         final_scores.write_text(json.dumps([scores.get(t) or done[t] for t in TASKS], indent=2))
     rl = run_morl(profile, results[-1].final, run_dir / "morl", tracking=tracking, progress=progress,
-                  eval_n=final_eval_n or eval_n) if morl else None
+                  eval_n=morl_eval_n or final_eval_n or eval_n) if morl else None
     return write_report(run_dir, profile, results, json.loads(final_scores.read_text()), rl,
                         studies_dir=Path(studies_dir) if studies_dir else RESULTS_DIR)

@@ -109,10 +109,12 @@ def morl_section(run_dir: Path, morl: dict) -> list[str]:
              "| task | metric | decoding | before | after | change ± s.e. | z | n |", "|---|---|---|---|---|---|---|---|"]
     for c in morl["changes"]:
         z = c["z"] if c["z"] is not None else ("inf" if c["change"] > 0 else "-inf" if c["change"] < 0 else "0")
-        lines.append(f"| {c['task']} | {c['metric']} | {c.get('decoding', 'greedy')} | {c['before']:.2f} | {c['after']:.2f} | "
-                     f"{c['change']:+.2f} ± {c['stderr']:.2f} | {z} | {c['n']} |")
-    up = [c["task"] for c in morl["changes"] if (c["z"] is None and c["change"] > 0) or (c["z"] or 0) > 2]
-    lines += ["", f"Raised by more than 2 standard errors: {', '.join(up) or 'none'}.", ""]
+        lines.append(f"| {c['task']} | {c['metric']} | {c.get('decoding', 'greedy')} | {c['before']:.3f} | "
+                     f"{c['after']:.3f} | {c['change']:+.3f} ± {c['stderr']:.3f} | {z} | {c['n']} |")
+    beyond = lambda sign: [c["task"] for c in morl["changes"]  # noqa: E731  (z None: a change with no spread)
+                           if (c["z"] is None and sign * c["change"] > 0) or sign * (c["z"] or 0) > 2]
+    lines += ["", f"Raised by more than 2 standard errors: {', '.join(beyond(1)) or 'none'}; "
+              f"lowered by more than 2: {', '.join(beyond(-1)) or 'none'}.", ""]
     if records:
         first, last = records[: max(1, len(records) // 5)], records[-max(1, len(records) // 5):]
         mean = lambda rows: sum(r["reward"] for r in rows) / len(rows)  # noqa: E731

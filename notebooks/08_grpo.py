@@ -90,7 +90,7 @@ after = [r.as_dict() for r in evaluate(model, processor, tasks, n=eval_n, diffic
 plot_scores(after, title="after GRPO")
 changes = pd.DataFrame([paired_change(b, a) for b, a in zip(before, after)])
 changes["chance"] = [b["chance"] for b in before]
-changes["significant"] = changes["z"].abs() > 2
+changes["significant"] = changes["change"].abs() > 2 * changes["stderr"]
 changes[["task", "metric", "before", "after", "change", "stderr", "z", "significant", "chance", "n"]]
 
 # %% [markdown]

@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--loss-agg", choices=LOSS_AGGREGATIONS)
     parser.add_argument("--lora-rank", type=int, help="0: full-parameter")
     parser.add_argument("--lora-alpha", type=int)
+    parser.add_argument("--seed", type=int, help="another seed draws other training prompts, rollouts and held-out samples")
     args = vars(parser.parse_args())
     checkpoint, out, n = args.pop("checkpoint"), Path(args.pop("out")), args.pop("n")
     overrides = {key: value for key, value in args.items() if value is not None}  # unset: the cpu profile's

@@ -88,9 +88,12 @@ def verdict(test: dict) -> str:
     if test["p"] is None:
         return "no spread across seeds: no test"
     word = "higher" if test["diff"] > 0 else "lower"
+    what = f"{word} by {abs(test['diff']):.3f}"
+    if round(test["diff"], 3) == 0:  # a float difference of ~1e-17 would read "lower by 0.000"
+        what = "the same to 3 decimals"
     if test["p"] < 0.05:
-        return f"{word} by {abs(test['diff']):.3f} (Welch p = {test['p']:.3f}): significant"
-    return f"{word} by {abs(test['diff']):.3f} (Welch p = {test['p']:.2f}): not significant"
+        return f"{what} (Welch p = {test['p']:.3f}): significant"
+    return f"{what} (Welch p = {test['p']:.2f}): not significant"
 
 
 def _chance(result: dict, task: str) -> str:

@@ -41,6 +41,8 @@ def test_summary_says_when_an_effect_is_not_significant():
     (row_a, row_b), (test,) = result["table"], result["tests"]
     assert row_a["mean"] == pytest.approx(0.55) and row_a["seeds"] == 3 and test["p"] > 0.05
     assert "not significant" in markdown("grpo_modes", result)
+    runs["vanilla"] = curves([0.60, 0.50, 0.55])  # the same mean, up to float rounding
+    assert "the same to 3 decimals" in markdown("grpo_modes", {"profile": "cpu", **summarise(runs, ["counting"], [("on_policy", "vanilla")])})
     runs["vanilla"] = curves([0.90, 0.92, 0.91])
     assert ": significant" in markdown("grpo_modes", {"profile": "cpu", **summarise(runs, ["counting"], [("on_policy", "vanilla")])})
 

@@ -84,7 +84,7 @@ def test_pipeline_writes_checkpoints_metrics_and_report(smoke_run):
 
 def test_morl_section_names_changes_beyond_two_standard_errors(tmp_path):
     change = lambda task, delta, z: {"task": task, "metric": "exact", "before": 0.5, "after": 0.5 + delta,  # noqa: E731
-                                     "change": delta, "stderr": 0.02, "z": z, "n": 400}
+                                     "change": delta, "stderr": abs(delta / z) if z else 0.0, "z": z, "n": 400}
     morl = {"config": "grpo_on_policy", "steps": 3, "changes": [
         change("chart", 0.06, 3.0), change("counting", 0.03, 1.5), change("grounding", -0.05, -2.5),
         change("gui", 0.0, None), change("ocr", 0.01, None)]}  # z None: no spread; a change then is certain

@@ -111,8 +111,7 @@ def morl_section(run_dir: Path, morl: dict) -> list[str]:
         z = c["z"] if c["z"] is not None else ("inf" if c["change"] > 0 else "-inf" if c["change"] < 0 else "0")
         lines.append(f"| {c['task']} | {c['metric']} | {c.get('decoding', 'greedy')} | {c['before']:.3f} | "
                      f"{c['after']:.3f} | {c['change']:+.3f} ± {c['stderr']:.3f} | {z} | {c['n']} |")
-    beyond = lambda sign: [c["task"] for c in morl["changes"]  # noqa: E731  (z None: a change with no spread)
-                           if (c["z"] is None and sign * c["change"] > 0) or sign * (c["z"] or 0) > 2]
+    beyond = lambda sign: [c["task"] for c in morl["changes"] if sign * c["change"] > 2 * c["stderr"]]  # noqa: E731
     lines += ["", f"Raised by more than 2 standard errors: {', '.join(beyond(1)) or 'none'}; "
               f"lowered by more than 2: {', '.join(beyond(-1)) or 'none'}.", ""]
     if records:

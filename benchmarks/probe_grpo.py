@@ -1,4 +1,4 @@
-"""GRPO probe: MORL (``mimolab.rl.morl.run_morl``: GRPO with held-out scores before and after, paired)
+"""GRPO probe: MORL (``mimolab.pipeline.run_morl``: GRPO with held-out scores before and after, paired)
 from a pre-training checkpoint (default: the cpu pipeline's stage 4) with the cpu profile's settings
 overridden from the command line. The numbers recorded in experiments/rl/grpo_on_policy.yaml come
 from runs of this script; notebook 08 walks through the same loop.
@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 
 from mimolab.rl.grpo import LOSS_AGGREGATIONS
-from mimolab.rl.morl import run_morl
-from mimolab.train.pretrain import default_run_dir
+from mimolab.pipeline import default_run_dir, run_morl
+from mimolab.train.tracking import read_metrics
 
 
 def parse_tasks(text: str) -> dict[str, float]:
@@ -47,13 +47,13 @@ def main() -> None:
     if "tasks" in overrides:
         overrides["tasks"] = parse_tasks(overrides["tasks"])
     result = run_morl("cpu", checkpoint, out, tracking="disabled", eval_n=n, **overrides)
-    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    history = read_metrics(out, key="reward")
     mean = lambda rows, key: round(sum(r.get(key) or 0.0 for r in rows) / len(rows), 3)  # noqa: E731
     print(json.dumps({"reward_first_10": mean(history[:10], "reward"), "reward_last_10": mean(history[-10:], "reward"),
                       "kl_ref_last": history[-1].get("kl_ref"),
                       "max_first_update_ratio_dev": max(r.get("first_update/ratio_max_dev") or 0.0 for r in history)}))
-    for c in result["changes"]:
-        print(f"{c['task']:15s} {c['before']:.3f} -> {c['after']:.3f}  {c['change']:+.3f} ± {c['stderr']:.3f}  z {c['z']}")
+    for c in result.changes:
+        print(f"{c.task:15s} {c.before:.3f} -> {c.after:.3f}  {c.change:+.3f} ± {c.stderr:.3f}  z {c.z:.2f}")
 
 
 if __name__ == "__main__":  # the reward workers are spawned processes

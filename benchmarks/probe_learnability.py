@@ -28,9 +28,10 @@ from mimolab import MiMoVL, MiMoVLConfig
 from mimolab.data.packing import collate_packed
 from mimolab.data.pipeline import world_mixture, world_processor, world_tokenizer
 from mimolab.data.world import TASKS
-from mimolab.eval import evaluate, markdown_table
+from mimolab.eval import evaluate, scores_table
+from mimolab.model.vlm import PARTS
 from mimolab.train import Stage, Trainer
-from mimolab.train.stage import PARTS, load_stage
+from mimolab.train.stage import load_stage
 
 
 @torch.no_grad()
@@ -109,7 +110,7 @@ def main() -> None:
     if args.sensitivity:
         print("image sensitivity after training:", image_sensitivity(model, processor, tasks[0], stage.difficulty))
     rows = evaluate(model, processor, tasks, n=args.n_eval, difficulty=stage.difficulty)
-    print(markdown_table(rows))
+    print(scores_table(rows))
     print(json.dumps({"steps": stage.steps, "seed": args.seed, "minutes": round(minutes, 1), "last_20_losses": last,
                       "scores": {r.task: [round(r.score, 3), round(r.chance, 3)] for r in rows}}))
 

@@ -18,7 +18,7 @@ from mimolab.rl.grpo import load_grpo_config
 from mimolab.rl.rewards import default_rewards
 from mimolab.rl.service import RewardRouter
 from mimolab.rl.trainer import reward_columns
-from mimolab.train.pretrain import default_run_dir
+from mimolab.pipeline import default_run_dir
 
 
 def main() -> None:

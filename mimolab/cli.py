@@ -1,7 +1,7 @@
 """The ``mimolab`` command line.
 
     mimolab params --preset mimo-vl-7b      per-component parameter table of a preset
-    mimolab pretrain --profile cpu          the main job: stages 0-4, evaluation, MORL, report.md in runs/
+    mimolab pretrain --profile cpu          the main job: stages 0-4, evaluation, MORL, report.md under $MIMOLAB_RUNS (runs/)
     mimolab pretrain --stage stage3_multimodal --profile cpu    one stage (and the ones it starts from)
     mimolab tour --profile cpu              notebook 00 (the model tour) executed into runs/
     mimolab notebook 03 --profile smoke     execute any numbered notebook into a run directory
@@ -19,8 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-PROFILES = ("smoke", "cpu", "gpu", "mimo-vl-7b")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from mimolab.settings import PROFILES, REPO_ROOT, runs_root
 
 
 def cmd_params(args: argparse.Namespace) -> int:
@@ -47,17 +46,17 @@ def find_notebook(spec: str, folder: Path = REPO_ROOT / "notebooks") -> Path:
 
 
 def run_notebook(spec: str, profile: str, out: str | None = None) -> Path:
-    """Execute a notebook with papermill at a profile; returns the run directory."""
+    """Execute a notebook with papermill at a profile; returns the run directory (its ``run_dir``
+    parameter: where the notebook writes, and where its executed copy lands)."""
     import papermill
 
     notebook = find_notebook(spec)
-    run_dir = Path(out) if out else REPO_ROOT / "runs" / f"{notebook.stem}-{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(out) if out else runs_root() / f"{notebook.stem}-{profile}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    os.environ["MIMOLAB_PROFILE"] = profile
-    os.environ["MIMOLAB_RUN_DIR"] = str(run_dir.resolve())
-    os.environ.setdefault("WANDB_MODE", "offline")
-    papermill.execute_notebook(str(notebook), str(run_dir / notebook.name), parameters={"profile": profile},
-                               cwd=str(notebook.parent), progress_bar=sys.stderr.isatty())
+    os.environ.setdefault("WANDB_MODE", "offline")  # read by wandb in the kernel: never hang on a missing key
+    papermill.execute_notebook(str(notebook), str(run_dir / notebook.name), cwd=str(notebook.parent),
+                               parameters={"profile": profile, "run_dir": str(run_dir.resolve())},
+                               progress_bar=sys.stderr.isatty())
     print(f"executed {notebook.name} at profile {profile}: {run_dir}")
     return run_dir
 
@@ -75,14 +74,14 @@ def cmd_tour(args: argparse.Namespace) -> int:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     import logging
 
-    from mimolab.train.pretrain import default_run_dir, run_pipeline, run_stage
+    from mimolab.pipeline import default_run_dir, run_pipeline, run_stage
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     run_dir = Path(args.out) if args.out else default_run_dir(args.profile)
     if args.stage:
         result = run_stage(args.stage, args.profile, run_dir, tracking=args.wandb, eval_n=args.eval_n,
                            accelerator=_accelerator_if_launched())
-        print(f"{args.stage} done: {result.final}")
+        print(f"{result.name} done: {result.final}")
         return 0
     start = time.time()
     report = run_pipeline(args.profile, run_dir, tracking=args.wandb, eval_n=args.eval_n,
@@ -92,9 +91,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from mimolab.studies import RESULTS_DIR, run_grpo_study, run_long_cot_study
+    from mimolab.pipeline.studies import results_dir, run_grpo_study, run_long_cot_study
 
-    out = Path(args.out) if args.out else RESULTS_DIR
+    out = Path(args.out) if args.out else results_dir(args.profile)
     if args.name == "long_cot":
         result = run_long_cot_study(args.profile, out=out, tracking=args.wandb)
     else:
@@ -143,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("notebook", help="execute a numbered notebook into a run directory")
     p.add_argument("notebook", help="number prefix (00, 03...) or path of an .ipynb")
     p.add_argument("--profile", default="cpu", choices=PROFILES[:3])
-    p.add_argument("--out", help="run directory (default runs/<notebook>-<profile>-<time>)")
+    p.add_argument("--out", help="run directory (default $MIMOLAB_RUNS/<notebook>-<profile>-<time>, runs/ unless set)")
     p.set_defaults(func=cmd_notebook)
 
     p = sub.add_parser("tour", help="the model tour (notebook 00)")
@@ -153,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="the pre-training pipeline (stages 0-4, evaluation, report)")
     p.add_argument("--profile", default="cpu", choices=PROFILES)
-    p.add_argument("--stage", help="run one stage (e.g. stage3_multimodal) and the stages it starts from")
-    p.add_argument("--out", help="run directory (default runs/<profile>/pretrain)")
+    p.add_argument("--stage", help="run one stage (a name such as stage3_multimodal, or a stage YAML file) and the "
+                                   "stages it starts from")
+    p.add_argument("--out", help="run directory (default $MIMOLAB_RUNS/<profile>/pretrain, runs/ unless set)")
     p.add_argument("--eval-n", type=int, default=100, help="held-out samples per task in each stage's evaluation")
     p.add_argument("--final-eval-n", type=int, default=200,
                    help="held-out samples per task in the final evaluation")
@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=("long_cot", "grpo_modes", "interference"))
     p.add_argument("--profile", default="cpu", choices=PROFILES[:3])
     p.add_argument("--start", help="GRPO studies: start checkpoint (default: the pipeline's stage 4)")
-    p.add_argument("--out", help="results directory (default experiments/results)")
+    p.add_argument("--out", help="results directory (default experiments/results; smoke: under the runs root)")
     p.add_argument("--wandb", choices=("online", "offline", "disabled"))
     p.set_defaults(func=cmd_study)
 

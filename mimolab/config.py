@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,14 @@ class TextConfig:
         return self.hidden_size // self.num_attention_heads
 
 
+SPECIAL_ID_FIELDS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id",
+                     "bos_token_id", "eos_token_id", "pad_token_id")
+OPTIONAL_ID_FIELDS = ("bos_token_id", "eos_token_id", "pad_token_id")  # transformers allows null for these
+# transformers' defaults for an id config.json does not give (Qwen2_5_VLConfig / Qwen2_5_VLTextConfig)
+HF_DEFAULT_IDS = {"image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
+                  "vision_end_token_id": 151653, "bos_token_id": 151643, "eos_token_id": 151645, "pad_token_id": None}
+
+
 @dataclass(frozen=True)
 class MiMoVLConfig:
     vision: VisionConfig = field(default_factory=VisionConfig)
@@ -92,9 +101,10 @@ class MiMoVLConfig:
     video_token_id: int = 151656
     vision_start_token_id: int = 151652
     vision_end_token_id: int = 151653
-    bos_token_id: int = 151643
-    eos_token_id: int = 151645  # <|im_end|>
-    pad_token_id: int = 151643
+    # None: the checkpoint names no such token (transformers' default for pad); written back as null
+    bos_token_id: int | None = 151643
+    eos_token_id: int | None = 151645  # <|im_end|>
+    pad_token_id: int | None = 151643
     attn_implementation: str = "sdpa"  # "sdpa" | "eager" | "flash_attention_2"
     name: str = "custom"
 
@@ -112,6 +122,29 @@ class MiMoVLConfig:
             raise ValueError(f"unknown projector_type {self.projector_type!r}")
         if self.attn_implementation not in ("sdpa", "eager", "flash_attention_2"):
             raise ValueError(f"unknown attn_implementation {self.attn_implementation!r}")
+        self._check_special_ids()
+
+    def _check_special_ids(self) -> None:
+        """Every special id names a row of the embedding: transformers refuses a pad id outside it
+        (``Padding_idx must be within num_embeddings``) and no model can embed such a token."""
+        vocab = self.text.vocab_size
+        for name in SPECIAL_ID_FIELDS:
+            value = getattr(self, name)
+            if value is None and name in OPTIONAL_ID_FIELDS:
+                continue
+            if not isinstance(value, int) or not 0 <= value < vocab:
+                raise ValueError(f"{name} = {value!r} is outside the vocabulary (0..{vocab - 1}); "
+                                 f"choose an id below text.vocab_size"
+                                 + (" or None" if name in OPTIONAL_ID_FIELDS else ""))
+
+    @property
+    def padding_id(self) -> int:
+        """The id that fills padded positions: pad_token_id, else eos, else bos, else 0. Padded
+        positions are masked out, so any token will do when a checkpoint names no pad token."""
+        for value in (self.pad_token_id, self.eos_token_id, self.bos_token_id):
+            if value is not None:
+                return value
+        return 0
 
     def replace(self, **changes: Any) -> "MiMoVLConfig":
         """A copy with top-level fields changed; ``vision``/``text`` accept dicts of field changes."""
@@ -197,18 +230,29 @@ class MiMoVLConfig:
             out_hidden_size=vis.get("out_hidden_size", text["hidden_size"]),
             tokens_per_second=vis.get("tokens_per_second", 2), rope_theta=float(vrope.get("rope_theta", 10000.0)),
         )
-        eos = d.get("eos_token_id", text.get("eos_token_id", 151645))
-        eos = eos[0] if isinstance(eos, list) else eos
-        bos = d.get("bos_token_id", text.get("bos_token_id", 151643))
-        pad = d.get("pad_token_id", text.get("pad_token_id"))
         cfg = cls(
             vision=vision_cfg, text=text_cfg, projector_type=extra.get("projector_type", "patch_merger"),
-            image_token_id=d.get("image_token_id", 151655), video_token_id=d.get("video_token_id", 151656),
-            vision_start_token_id=d.get("vision_start_token_id", 151652),
-            vision_end_token_id=d.get("vision_end_token_id", 151653),
-            bos_token_id=bos, eos_token_id=eos, pad_token_id=bos if pad is None else pad, name="checkpoint",
+            name="checkpoint", **_read_special_ids(d, text, text_cfg.vocab_size),
         )
         return cfg.replace(**changes) if changes else cfg
+
+
+def _read_special_ids(d: dict[str, Any], text: dict[str, Any], vocab_size: int) -> dict[str, int | None]:
+    """The special ids as config.json gives them (null stays None). bos/eos/pad come from the text
+    config (what transformers' language model reads), else the top level; an eos list keeps its first id.
+
+    transformers writes its defaults (bos 151643, eos 151645) for a model with a small vocabulary;
+    such an id names no token, so it is read as None, with a warning, and saved back as null."""
+    ids = {}
+    for name in SPECIAL_ID_FIELDS:
+        value = (text if name in OPTIONAL_ID_FIELDS else d).get(name, HF_DEFAULT_IDS[name])
+        value = value[0] if isinstance(value, list) else value
+        if name in OPTIONAL_ID_FIELDS and value is not None and not 0 <= value < vocab_size:
+            warnings.warn(f"config.json: {name} {value} is outside the vocabulary (0..{vocab_size - 1}): read as "
+                          "None (no such token)", stacklevel=3)
+            value = None
+        ids[name] = value
+    return ids
 
 
 def _synthetic(name: str, vision: VisionConfig, text: TextConfig) -> MiMoVLConfig:

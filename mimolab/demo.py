@@ -2,30 +2,26 @@
 the answer streams in, its thinking shown apart, and the boxes and clicks it names drawn over the image.
 
 The pieces work without a browser (the tests drive them): ``find_marks`` reads boxes and points from
-an answer (Qwen2.5-VL's JSON ``bbox_2d`` / ``point_2d``, its ``(x1,y1),(x2,y2)`` box text, GUI
-``click(x, y)``); ``draw_marks`` draws them at the image's scale (the model answers in pixels of the
+an answer with the evaluation's parsers (``mimolab.eval.answers``: Qwen2.5-VL's JSON ``bbox_2d`` /
+``point_2d``, its ``(x1,y1),(x2,y2)`` box text, GUI ``click(x, y)``), so the overlay shows what the
+evaluation scores; ``draw_marks`` draws them at the image's scale (the model answers in pixels of the
 image *as the processor resized it*); ``ask`` streams a reply; ``ImageDemo`` is the ipywidgets app.
 """
 
 from __future__ import annotations
 
 import io
-import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from mimolab.eval.answers import final_answer, parse_box_text, parse_boxes, parse_click, parse_json_list
 from mimolab.processing import resized_size
+from mimolab.settings import runs_root
 from mimolab.tokenizer import split_thinking
 
-NUMBER = r"-?\d+(?:\.\d+)?"
-BOX_TEXT = re.compile(rf"(?:<\|object_ref_start\|>([^<]*)<\|object_ref_end\|>)?\s*(?:<\|box_start\|>)?"
-                      rf"\(\s*({NUMBER})\s*,\s*({NUMBER})\s*\)\s*,\s*\(\s*({NUMBER})\s*,\s*({NUMBER})\s*\)")
-CLICK = re.compile(rf"click\(\s*({NUMBER})\s*,\s*({NUMBER})\s*\)")
-JSON_LIST = re.compile(r"\[\s*\{.*?\}\s*\]", re.S)
 SAMPLES = Path(__file__).resolve().parents[1] / "data_samples"  # the repository's committed samples
 COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4")
 
@@ -38,27 +34,22 @@ class Mark:
 
 
 def find_marks(answer: str) -> list[Mark]:
-    """Every box and point an answer names, in the order found: JSON objects with ``bbox_2d`` or
-    ``point_2d`` (and a ``label`` or ``text``), Qwen2.5-VL box text, and ``click(x, y)``."""
-    marks: list[Mark] = []
-    for block in JSON_LIST.findall(answer):
-        try:
-            items = json.loads(block)
-        except ValueError:
-            continue
-        for item in items if isinstance(items, list) else []:
-            if not isinstance(item, dict):
-                continue
-            label = str(item.get("label", item.get("text", "")))
-            if _numbers(item.get("bbox_2d"), 4):
-                marks.append(Mark("box", tuple(float(v) for v in item["bbox_2d"]), label))
-            elif _numbers(item.get("point_2d"), 2):
-                marks.append(Mark("point", tuple(float(v) for v in item["point_2d"]), label))
-    for found in BOX_TEXT.finditer(JSON_LIST.sub("", answer)):
-        marks.append(Mark("box", tuple(float(v) for v in found.groups()[1:]), (found.group(1) or "").strip()))
-    for found in CLICK.finditer(answer):
-        marks.append(Mark("point", (float(found.group(1)), float(found.group(2))), "click"))
-    return marks
+    """The boxes and points of an answer, as the evaluation reads them: every box ``parse_boxes`` finds
+    (labelled by its JSON object's ``label`` or ``text``), Qwen2-VL box text, JSON ``point_2d`` points,
+    and the ``click(x, y)`` a GUI reply is scored on."""
+    items = parse_json_list(answer)
+    labels = {tuple(float(v) for v in item["bbox_2d"]): _label(item)
+              for item in items if _numbers(item.get("bbox_2d"), 4)}
+    marks = [Mark("box", tuple(box), labels.get(tuple(box), "")) for box in parse_boxes(answer)]
+    marks += [Mark("box", tuple(box), label) for box, label in parse_box_text(answer)]
+    marks += [Mark("point", tuple(float(v) for v in item["point_2d"]), _label(item))
+              for item in items if _numbers(item.get("point_2d"), 2)]
+    click = parse_click(answer)
+    return marks + [Mark("point", click, "click")] if click else marks
+
+
+def _label(item: dict) -> str:
+    return str(item.get("label", item.get("text", "")))
 
 
 def _numbers(value, n: int) -> bool:
@@ -99,8 +90,6 @@ class CheckpointError(ValueError):
 def latest_checkpoint(root: str | Path | None = None) -> Path | None:
     """The newest model directory (config.json and a tokenizer beside it) under ``root`` (default
     ``$MIMOLAB_RUNS``, else the repository's ``runs/``): the last pipeline stage's ``final``, say."""
-    from mimolab.train.pretrain import runs_root
-
     root = Path(root) if root else runs_root()
     if not root.is_dir():
         return None
@@ -256,7 +245,7 @@ class ImageDemo:
                 thinking, answer = self.reply.split("<think>", 1)[1], ""
             self.thinking.value = html.escape(thinking).replace("\n", "<br>")
             self.answer.value = f"<span class='mimolab-answer'>{html.escape(answer)}</span>"
-        marks = find_marks(split_thinking(self.reply)[1])
+        marks = find_marks(final_answer(self.reply))  # the answer the evaluation would score
         self.overlay.value = png_bytes(draw_marks(self.image, marks, resized_size(self.image, self.processor.image_processor)))
         self.status.value = f"{len(marks)} mark(s) drawn" if marks else "no boxes or points in the answer"
         return self.reply

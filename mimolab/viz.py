@@ -1,8 +1,14 @@
-"""Plots the notebooks and reports share: a live loss curve and score-vs-chance bars."""
+"""Plots the notebooks and reports share: a live loss curve and score-vs-chance bars. Notebooks draw
+with pyplot; the report passes its own ``Figure`` axes (``ax=``), so no figure stays open."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
+
+if TYPE_CHECKING:
+    from mimolab.eval.results import TaskScore
 
 
 class LiveLoss:
@@ -45,14 +51,14 @@ class LiveLoss:
         plt.close(fig)
 
 
-def plot_scores(rows: list[dict], ax=None, title: str = "held-out score and measured chance"):
+def plot_scores(rows: list[TaskScore], ax=None, title: str = "held-out score and measured chance"):
     """Bars of each task's score (95% interval) with its chance level as a black tick."""
     if ax is None:
         _, ax = plt.subplots(figsize=(max(4, 0.8 * len(rows) + 2), 3.2))
     x = list(range(len(rows)))
-    ax.bar(x, [r["score"] for r in rows], yerr=[1.96 * r["stderr"] for r in rows], color="tab:blue", label="model")
-    ax.scatter(x, [r["chance"] for r in rows], color="black", marker="_", s=400, zorder=3, label="chance")
-    ax.set_xticks(x, [r["task"] for r in rows], rotation=30, ha="right")
+    ax.bar(x, [r.score for r in rows], yerr=[1.96 * r.stderr for r in rows], color="tab:blue", label="model")
+    ax.scatter(x, [r.chance for r in rows], color="black", marker="_", s=400, zorder=3, label="chance")
+    ax.set_xticks(x, [r.task for r in rows], rotation=30, ha="right")
     ax.set(ylim=(0, 1.05), ylabel="score", title=title)
     ax.legend(fontsize=8)
     ax.figure.tight_layout()

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -23,10 +28,10 @@
 
 # %% tags=["parameters"]
 profile = None  # "smoke" | "cpu" | "gpu"; None: MIMOLAB_PROFILE or "cpu"
+run_dir = None  # where outputs go; None: <runs root>/00_model_tour-<profile>
 
 # %%
 import json
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -37,11 +42,11 @@ from PIL import Image, ImageDraw
 from mimolab import MiMoVL, MiMoVLConfig, parameter_table
 from mimolab.model.generation import generate, stream
 from mimolab.processing import MiMoVLProcessor, image_processor, split_thinking
-from mimolab.profiles import get_profile
+from mimolab.settings import get_profile, runs_root
 from mimolab.tokenizer import train_synthetic_tokenizer
 
 profile = profile or get_profile("cpu")
-run_dir = Path(os.environ.get("MIMOLAB_RUN_DIR", f"../runs/00_model_tour-{profile}"))
+run_dir = Path(run_dir) if run_dir else runs_root() / f"00_model_tour-{profile}"
 run_dir.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)
 print(f"profile: {profile}; outputs in {run_dir}")

@@ -26,10 +26,10 @@
 
 # %% tags=["parameters"]
 profile = None  # "smoke" | "cpu" | "gpu"; None: MIMOLAB_PROFILE or "cpu"
+run_dir = None  # where outputs go; None: <runs root>/01_synthetic_world-<profile>
 
 # %%
 import json
-import os
 import textwrap
 from pathlib import Path
 
@@ -38,18 +38,18 @@ import pandas as pd
 import seaborn as sns
 
 from mimolab import MiMoVLConfig
+from mimolab.data.mixture import MixtureSampler
 from mimolab.data.packing import PackingStats, pack
 from mimolab.data.pipeline import world_mixture, world_processor, world_tokenizer
 from mimolab.data.schema import write_jsonl
 from mimolab.data.sources import jsonl_source
-from mimolab.data.mixture import MixtureSampler
 from mimolab.data.tokenize import record_tokenizer
 from mimolab.data.world import TASKS, generate
-from mimolab.profiles import get_profile
+from mimolab.settings import get_profile, runs_root
 
 profile = profile or get_profile("cpu")
 n_per_task = {"smoke": 4, "cpu": 40, "gpu": 200}[profile]
-run_dir = Path(os.environ.get("MIMOLAB_RUN_DIR", f"../runs/01_synthetic_world-{profile}"))
+run_dir = Path(run_dir) if run_dir else runs_root() / f"01_synthetic_world-{profile}"
 run_dir.mkdir(parents=True, exist_ok=True)
 config = MiMoVLConfig.from_name(profile)
 print(f"profile {profile}: {len(TASKS)} tasks, {n_per_task} samples each; outputs in {run_dir}")

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -9,6 +14,7 @@
 # ---
 
 # %% [markdown]
+#
 # %% [markdown]
 # # 03 · Stage 2: vision-language alignment
 #
@@ -28,8 +34,8 @@ import pandas as pd
 from mimolab import MiMoVL
 from mimolab.eval.harness import examples
 from mimolab.model.summary import weight_changes
-from mimolab.profiles import get_profile
-from mimolab.train.pretrain import default_run_dir, get_processor, run_stage
+from mimolab.pipeline import default_run_dir, get_processor, run_stage
+from mimolab.settings import get_profile
 from mimolab.train.stage import load_stage
 from mimolab.viz import LiveLoss, plot_scores, show_examples
 
@@ -61,7 +67,7 @@ pd.DataFrame(weight_changes(before, after)).set_index("part")
 # Same held-out images, same metric (object F1), chance measured beside each.
 
 # %%
-table = pd.DataFrame([{**r, "after": "stage 1"} for r in stage1.eval] + [{**r, "after": "stage 2"} for r in stage2.eval])
+table = pd.DataFrame([{**r.as_dict(), "after": "stage 1"} for r in stage1.eval] + [{**r.as_dict(), "after": "stage 2"} for r in stage2.eval])
 table[["after", "task", "metric", "score", "stderr", "chance", "z", "n"]]
 
 # %%

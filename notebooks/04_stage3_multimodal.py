@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -9,6 +14,7 @@
 # ---
 
 # %% [markdown]
+#
 # %% [markdown]
 # # 04 · Stage 3: general multimodal pre-training
 #
@@ -25,10 +31,11 @@ import pandas as pd
 
 from mimolab import MiMoVL
 from mimolab.eval.harness import examples
-from mimolab.profiles import get_profile
-from mimolab.train.pretrain import default_run_dir, get_processor, run_stage
-from mimolab.train.report import read_metrics, task_loss_figure
+from mimolab.pipeline import default_run_dir, get_processor, run_stage
+from mimolab.pipeline.report import task_loss_figure
+from mimolab.settings import get_profile
 from mimolab.train.stage import load_stage
+from mimolab.train.tracking import read_metrics
 from mimolab.viz import LiveLoss, plot_scores, show_examples
 
 profile = profile or get_profile("cpu")
@@ -51,11 +58,7 @@ fig = live.figure() if live.records else None
 # (counting, grounding, OCR) fall later and slower than those the text alone nearly determines.
 
 # %%
-task_loss_figure(read_metrics(run_dir / "stage3_multimodal"), "stage 3: loss per data type",
-                 run_dir / "stage3_tasks.png")
-from IPython.display import Image as ShowImage  # noqa: E402
-
-ShowImage(str(run_dir / "stage3_tasks.png"))
+task_loss_figure(read_metrics(run_dir / "stage3_multimodal", key="loss"), "stage 3: loss per data type")
 
 # %% [markdown]
 # ## 3. Perception on held-out images

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -9,6 +14,7 @@
 # ---
 
 # %% [markdown]
+#
 # %% [markdown]
 # # 05 · Stage 4: long context and long chain-of-thought
 #
@@ -27,8 +33,8 @@ from IPython.display import Markdown
 from mimolab import MiMoVL
 from mimolab.eval import evaluate
 from mimolab.eval.harness import examples
-from mimolab.profiles import get_profile
-from mimolab.train.pretrain import default_run_dir, get_processor, run_pipeline, run_stage
+from mimolab.pipeline import default_run_dir, get_processor, run_pipeline, run_stage
+from mimolab.settings import get_profile
 from mimolab.train.stage import load_stage
 from mimolab.viz import LiveLoss, plot_scores, show_examples
 

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -9,6 +14,7 @@
 # ---
 
 # %% [markdown]
+#
 # %% [markdown]
 # # 07 · Bradley-Terry reward models
 #
@@ -27,16 +33,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from mimolab import MiMoVL
-from mimolab.profiles import get_profile
+from mimolab.pipeline import default_run_dir, get_processor, run_stage
 from mimolab.rl.reward_model import (RewardModel, RewardModelReward, pairwise_accuracy, preference_pairs,
                                      train_reward_model)
-from mimolab.rl.grpo import RL_DIR
-from mimolab.train.pretrain import default_run_dir, get_processor, run_stage
-from mimolab.train.stage import load_profiled_yaml
+from mimolab.settings import get_profile, load_run_file
 
 profile = profile or get_profile("cpu")
 pretrain_dir = default_run_dir(profile)
-settings = load_profiled_yaml(RL_DIR / "reward_models.yaml", profile)
+settings = load_run_file("rl", "reward_models", profile)
 start = run_stage("stage4_long_context", profile, pretrain_dir)
 processor = get_processor(pretrain_dir)
 pd.Series(settings).to_frame("value")

@@ -33,11 +33,11 @@ import pandas as pd
 
 from mimolab import MiMoVL
 from mimolab.eval import evaluate, paired_change
-from mimolab.profiles import get_profile
+from mimolab.pipeline import default_run_dir, get_processor, run_stage
 from mimolab.rl import GRPOTrainer
 from mimolab.rl.grpo import load_grpo_config
+from mimolab.settings import get_profile
 from mimolab.train.lora import add_lora, lora_parameters
-from mimolab.train.pretrain import default_run_dir, get_processor, run_stage
 from mimolab.train.tracking import Tracker
 from mimolab.viz import LiveLoss, plot_scores
 
@@ -57,7 +57,7 @@ pd.Series({k: v for k, v in cfg.__dict__.items()}).to_frame("value")
 start = run_stage("stage4_long_context", profile, pretrain_dir)
 model, processor = MiMoVL.from_pretrained(start.final), get_processor(pretrain_dir)
 tasks = [task for task, _ in cfg.tasks]
-before = [r.as_dict() for r in evaluate(model, processor, tasks, n=eval_n, difficulty=cfg.difficulty)]
+before = evaluate(model, processor, tasks, n=eval_n, difficulty=cfg.difficulty)
 
 # %% [markdown]
 # ## 2. GRPO
@@ -86,11 +86,10 @@ curves.reindex(columns=["groups_kept", "first_update/ratio_max_dev", "clip_fract
 # z = change / its standard error; |z| below 2 is not a significant change.
 
 # %%
-after = [r.as_dict() for r in evaluate(model, processor, tasks, n=eval_n, difficulty=cfg.difficulty)]
+after = evaluate(model, processor, tasks, n=eval_n, difficulty=cfg.difficulty)
 plot_scores(after, title="after GRPO")
-changes = pd.DataFrame([paired_change(b, a) for b, a in zip(before, after)])
-changes["chance"] = [b["chance"] for b in before]
-changes["significant"] = changes["change"].abs() > 2 * changes["stderr"]
+changes = pd.DataFrame([{**c.as_dict(), "significant": c.significant} for c in map(paired_change, before, after)])
+changes["chance"] = [b.chance for b in before]
 changes[["task", "metric", "before", "after", "change", "stderr", "z", "significant", "chance", "n"]]
 
 # %% [markdown]

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -20,18 +25,20 @@
 
 # %% tags=["parameters"]
 profile = None  # "smoke" | "cpu" | "gpu"; None: MIMOLAB_PROFILE or "cpu"
+run_dir = None  # smoke runs write their results here; None: under the runs root
 
 # %%
 import pandas as pd
 from IPython.display import Image, display
 
-from mimolab.profiles import get_profile
-from mimolab.studies import load_study, results_dir, run_long_cot_study, verdict
+from mimolab.pipeline.studies import load_study, results_dir, run_long_cot_study
+from mimolab.pipeline.study_results import verdict
+from mimolab.settings import get_profile
 
 profile = profile or get_profile("cpu")
-out = results_dir(profile)  # experiments/results (smoke runs: their run directory)
+out = results_dir(profile, run_dir)  # experiments/results (smoke runs: their run directory)
 spec = load_study("long_cot", profile)
-pd.Series({k: v for k, v in spec.items()}).to_frame("setting")
+pd.Series(vars(spec)).to_frame("setting")
 
 # %% [markdown]
 # ## 1. The runs

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -29,8 +34,8 @@ checkpoint = None  # a checkpoint directory; None: $MIMOLAB_DEMO_CHECKPOINT or t
 import os
 
 from mimolab.demo import ImageDemo, latest_checkpoint
-from mimolab.profiles import get_profile
-from mimolab.train.pretrain import default_run_dir, run_pipeline
+from mimolab.pipeline import default_run_dir, run_pipeline
+from mimolab.settings import get_profile
 
 profile = profile or get_profile("cpu")
 runs = default_run_dir(profile).parent

@@ -9,7 +9,7 @@ from mimolab import MiMoVL
 from mimolab.data.packing import collate_packed
 from mimolab.data.pipeline import world_processor, world_tokenizer
 from mimolab.data.tokenize import IGNORE_INDEX, make_sample, templated_sample
-from mimolab.train.pretrain import save_final
+from mimolab.train.checkpoints import save_final
 
 QUESTION = "Locate the red circle and output its bbox coordinates in JSON format."
 BOX = [28, 56, 84, 112]  # in the pixels of the image as the processor resizes it

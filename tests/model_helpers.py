@@ -75,7 +75,8 @@ def build_sample(cfg: MiMoVLConfig, images=(), videos=(), seconds=None, n_text: 
     """One sequence: 3 text tokens, then each image and video wrapped in vision start/end with 2 text
     tokens after it, then ``n_text`` text tokens. Pixels are random, drawn from ``seed``."""
     g = torch.Generator().manual_seed(seed)
-    text = lambda n: torch.randint(0, 1500, (n,), generator=g).tolist()  # noqa: E731
+    plain = min(1500, cfg.image_token_id, cfg.video_token_id, cfg.vision_start_token_id, cfg.vision_end_token_id)
+    text = lambda n: torch.randint(0, plain, (n,), generator=g).tolist()  # noqa: E731  (below the media ids)
     ids = text(3)
     for token, grids in ((cfg.image_token_id, images), (cfg.video_token_id, videos)):
         for t, h, w in grids:
@@ -111,7 +112,7 @@ def build_batch(cfg: MiMoVLConfig, rows: list[dict], left_pad: bool = True) -> d
     """The samples of ``rows`` padded into one batch (with attention_mask and mm_token_type_ids)."""
     samples = build_samples(cfg, rows)
     width = max(s["input_ids"].shape[1] for s in samples)
-    ids = torch.full((len(samples), width), cfg.pad_token_id)
+    ids = torch.full((len(samples), width), cfg.padding_id)
     mask = torch.zeros(len(samples), width, dtype=torch.long)
     for i, s in enumerate(samples):
         n = s["input_ids"].shape[1]

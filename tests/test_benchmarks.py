@@ -98,7 +98,7 @@ def test_run_eval_writes_tables_and_figure_for_both_modes(files, tmp_path):
     from mimolab import MiMoVL
     from mimolab.data.pipeline import world_processor, world_tokenizer
     from mimolab.eval.run import run_eval
-    from mimolab.train.pretrain import save_final
+    from mimolab.train.checkpoints import save_final
 
     torch.manual_seed(0)
     checkpoint = save_final(MiMoVL.from_preset("smoke"), world_processor(world_tokenizer(n_per_task=3)), tmp_path / "ckpt")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mimolab.data.world import TASKS, generate
-from mimolab.eval import HELD_OUT, evaluate, markdown_table, score
+from mimolab.eval import HELD_OUT, TaskScore, evaluate, paired_change, score, scores_table
 from mimolab.eval.metrics import box_f1, objects, parse_span, span_iou
 
 
@@ -68,7 +68,7 @@ def test_harness_scores_a_perfect_and_a_blind_model(monkeypatch):
     assert blind[0].z == 0.0
     # chance_levels (no model) gives the chance evaluate measures on the same samples, here the mode's share
     assert harness.chance_levels(["counting"], 20)["counting"] == pytest.approx(blind[0].chance)
-    assert "| counting |" in markdown_table(blind)
+    assert "| counting |" in scores_table(blind)
     with pytest.raises(KeyError, match="unknown tasks"):
         evaluate(None, None, ["juggling"], n=4)
 
@@ -91,15 +91,30 @@ def test_harness_runs_a_real_model_end_to_end():
 
 
 def test_paired_change_is_the_mean_difference_on_the_same_samples():
-    from mimolab.eval import paired_change
-
-    before = {"task": "counting", "metric": "exact", "score": 0.5, "n": 4, "per_sample": [1.0, 0.0, 1.0, 0.0]}
-    after = {"task": "counting", "metric": "exact", "score": 0.75, "n": 4, "per_sample": [1.0, 1.0, 1.0, 0.0]}
+    before = TaskScore("counting", "exact", 0.5, 0.0, 0.0, 4, [1.0, 0.0, 1.0, 0.0])
+    after = TaskScore("counting", "exact", 0.75, 0.0, 0.0, 4, [1.0, 1.0, 1.0, 0.0])
     change = paired_change(before, after)
     # differences 0, 1, 0, 0: mean 0.25, sample sd 0.5, s.e. 0.25, z 1
-    assert change["change"] == pytest.approx(0.25) and change["stderr"] == pytest.approx(0.25) and change["z"] == 1.0
+    assert change.change == pytest.approx(0.25) and change.stderr == pytest.approx(0.25) and change.z == pytest.approx(1.0)
+    assert change.as_dict()["z"] == 1.0 and not change.significant
     with pytest.raises(ValueError, match="same samples"):
-        paired_change(before, {**after, "per_sample": [1.0]})
+        paired_change(before, TaskScore("counting", "exact", 1.0, 0.0, 0.0, 1, [1.0]))
+
+
+def test_scores_read_back_as_they_were_written(tmp_path):
+    """One serialisation from the harness to the report: save_scores then load_scores is the identity,
+    and a file written before a field existed still loads (the field takes its default)."""
+    import json
+
+    from mimolab.eval.results import load_scores, save_scores
+
+    rows = [TaskScore("counting", "exact", 0.75, 0.1, 0.5, 4, [1.0, 1.0, 1.0, 0.0], "no_think", "greedy"),
+            TaskScore("text_reasoning", "math", 0.25, 0.2, 0.1, 4, [0.25, 0.5, 0.0, 0.25], "think", "T0.6 p0.95 avg@4")]
+    save_scores(rows, tmp_path / "eval.json")
+    assert load_scores(tmp_path / "eval.json") == rows
+    old = [{k: v for k, v in rows[0].as_dict().items() if k not in ("decoding", "mode")}]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert load_scores(tmp_path / "old.json")[0].decoding == "greedy"
 
 
 def test_text_tasks_are_scored_as_the_mean_of_sampled_replies(monkeypatch):
@@ -121,4 +136,4 @@ def test_text_tasks_are_scored_as_the_mean_of_sampled_replies(monkeypatch):
     greedy = evaluate(None, None, ["text_reasoning"], n=6, progress=False, text_samples=0)[0]
     assert greedy.score == 1.0 and greedy.decoding == "greedy"
     with pytest.raises(ValueError, match="decoded"):
-        harness.paired_change(greedy.as_dict(), text.as_dict())
+        paired_change(greedy, text)

@@ -64,16 +64,18 @@ def test_greedy_equals_transformers_generate(models):
     assert len({tuple(s) for s in out.sequences}) == 3  # the rows really differ
 
 
-@pytest.mark.parametrize("left_pad", [True, False])
-def test_logprobs_equal_recomputed_forward(models, left_pad):
-    """Sampled tokens' log-probs from the cache equal those of one full forward over prompt + answer."""
+@pytest.mark.parametrize("left_pad,n", [(True, 1), (False, 1), (False, 2)])
+def test_logprobs_equal_recomputed_forward(models, left_pad, n):
+    """Sampled tokens' log-probs from the cache equal those of one full forward over prompt + answer
+    (n > 1: each of a prompt's samples continues from its copy of the shared prefill)."""
     _, ours = models
     ids, mask, pixels, grids = batch(left_pad=left_pad, seed=1)
     out = generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, max_new_tokens=12,
-                   do_sample=True, temperature=0.7, seed=3, eos_token_ids=[-1])
-    for i in range(3):
+                   do_sample=True, temperature=0.7, seed=3, eos_token_ids=[-1], num_return_sequences=n)
+    for row in range(3 * n):
+        i = row // n  # the prompt
         real = ids[i][mask[i].bool()].tolist()
-        full = torch.tensor([real + out.sequences[i]])
+        full = torch.tensor([real + out.sequences[row]])
         image = {0: 0, 2: 1}.get(i)  # row 0 holds image 0, row 2 image 1, row 1 none
         row_grids = row_pixels = None
         if image is not None:
@@ -83,9 +85,56 @@ def test_logprobs_equal_recomputed_forward(models, left_pad):
         with torch.no_grad():
             logits = ours(full, pixel_values=row_pixels, image_grid_thw=row_grids).logits[0]
         lp = torch.log_softmax(logits.float() / 0.7, -1)
-        n = len(real)
-        expected = lp[n - 1:-1].gather(-1, torch.tensor(out.sequences[i])[:, None])[:, 0]
-        torch.testing.assert_close(torch.tensor(out.logprobs[i]), expected, atol=1e-4, rtol=0)
+        expected = lp[len(real) - 1:-1].gather(-1, torch.tensor(out.sequences[row])[:, None])[:, 0]
+        torch.testing.assert_close(torch.tensor(out.logprobs[row]), expected, atol=1e-4, rtol=0)
+
+
+def repeated(ids, mask, pixels, grids, n):
+    """The old rollout path's inputs: every prompt (and its image) repeated n times before the prefill."""
+    sizes = grids.prod(-1).tolist()
+    images = pixels.split(sizes)
+    rep_pixels = torch.cat([im for im in images for _ in range(n)])
+    return ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), rep_pixels, grids.repeat_interleave(n, 0)
+
+
+def test_num_return_sequences_prefills_once_and_samples_as_if_the_prompts_were_repeated(models):
+    """n samples per prompt from one prefill: the vision encoder and the prompt forward see each prompt
+    once, and with the same seed the tokens, log-probs and stops equal those of repeating the prompts
+    first (every sampling step still draws for all B * n rows, in the same order)."""
+    _, ours = models
+    n = 3
+    ids, mask, pixels, grids = batch(seed=2)
+    rep = repeated(ids, mask, pixels, grids, n)
+    with torch.no_grad():  # the prefill's last logits: one prompt's equal its repeated copies'
+        once = ours(ids, mask, pixel_values=pixels, image_grid_thw=grids).logits[:, -1]
+        many = ours(rep[0], rep[1], pixel_values=rep[2], image_grid_thw=rep[3]).logits[:, -1]
+    torch.testing.assert_close(once.repeat_interleave(n, 0), many, atol=1e-5, rtol=0)
+    seen = {"patches": [], "prefill_rows": []}
+    hooks = [ours.visual.register_forward_pre_hook(lambda m, a: seen["patches"].append(a[0].shape[0])),
+             ours.language_model.register_forward_pre_hook(lambda m, a: seen["prefill_rows"].append(a[0].shape))]
+    kw = dict(max_new_tokens=10, do_sample=True, temperature=1.3, seed=5)
+    try:
+        new = generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, num_return_sequences=n,
+                       eos_token_ids=[-1], **kw)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen["patches"] == [pixels.shape[0]] and seen["prefill_rows"][0][0] == 3  # once per prompt
+    assert [shape[0] for shape in seen["prefill_rows"][1:]] == [3 * n] * 9  # then every row decodes
+    stop = new.sequences[4][3]  # an eos that some rows sample mid-way: rows leave the expanded batch
+    for eos in ([-1], [stop]):
+        new = generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, num_return_sequences=n,
+                       eos_token_ids=eos, **kw)
+        old = generate(ours, *rep[:2], pixel_values=rep[2], image_grid_thw=rep[3], eos_token_ids=eos, **kw)
+        assert new.sequences == old.sequences and new.finish_reasons == old.finish_reasons
+        for a, b in zip(new.logprobs, old.logprobs):
+            torch.testing.assert_close(torch.tensor(a), torch.tensor(b), atol=1e-5, rtol=0)
+    assert "eos" in new.finish_reasons and "length" in new.finish_reasons
+    assert all(len({tuple(s) for s in new.sequences[i * n:(i + 1) * n]}) > 1 for i in range(3))  # independent samples
+    greedy = generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, num_return_sequences=n,
+                      max_new_tokens=8, eos_token_ids=[-1])
+    single = generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, max_new_tokens=8, eos_token_ids=[-1])
+    assert greedy.sequences == [s for s in single.sequences for _ in range(n)]
 
 
 def test_eos_stops_rows_and_others_continue(models):
@@ -153,6 +202,8 @@ def test_stream_yields_the_generated_text(models):
     pieces = list(stream(ours, row, tokenizer=tok, max_new_tokens=6, eos_token_ids=[-1]))
     full = generate(ours, row, tokenizer=tok, max_new_tokens=6, eos_token_ids=[-1])
     assert "".join(pieces) == full.texts[0] and len(pieces) == 6
+    with pytest.raises(ValueError, match="single sequence"):
+        list(stream(ours, row, tokenizer=tok, num_return_sequences=2))
 
 
 def test_generated_placeholder_ids_are_plain_text(models):

@@ -64,6 +64,25 @@ def test_on_policy_ratio_is_one_and_generator_logprobs_match_the_trainer(process
     assert record["first_update/kl_ref"] == pytest.approx(0.0, abs=1e-6)  # the policy is still the reference
 
 
+def test_rollout_prefills_each_prompt_once(processor, tmp_path):
+    """A group's images go through the vision encoder once and its prompt through one prefill row;
+    the group's samples then differ (test_generation checks they equal repeating the prompts first)."""
+    t = trainer(processor, tmp_path)
+    samples = t.draw_prompts()
+    seen = {"patches": [], "rows": []}
+    hooks = [t.model.visual.register_forward_pre_hook(lambda m, a: seen["patches"].append(a[0].shape[0])),
+             t.model.language_model.register_forward_pre_hook(lambda m, a: seen["rows"].append(a[0].shape[0]))]
+    try:
+        groups = t.rollout(samples)
+    finally:
+        for h in hooks:
+            h.remove()
+    prompts = [r.prompt for r in (g[0] for g in groups)]
+    assert seen["patches"] == [sum(p.pixel_values.shape[0] for p in prompts)]
+    assert seen["rows"][0] == len(samples) and seen["rows"][1] == len(samples) * t.cfg.group_size
+    assert all(len({tuple(r.tokens) for r in g}) > 1 for g in groups)
+
+
 def test_vanilla_updates_move_the_ratio_and_kl(processor, tmp_path):
     t = trainer(processor, tmp_path, updates_per_batch=4, clip_eps=0.05, kl_coef=0.1)
     records = [t.step() for _ in range(2)]
@@ -91,9 +110,10 @@ def test_dynamic_sampling_drops_groups_without_spread(processor, tmp_path):
 
 
 def test_rl_files_load_for_every_profile_and_reject_unknown_keys(tmp_path):
-    from mimolab.rl.grpo import RL_DIR, load_grpo_config
+    from mimolab.rl.grpo import load_grpo_config
+    from mimolab.settings import EXPERIMENTS
 
-    for path in RL_DIR.glob("grpo*.yaml"):  # the GRPO runs (reward_models.yaml has its own keys)
+    for path in (EXPERIMENTS / "rl").glob("grpo*.yaml"):  # the GRPO runs (reward_models.yaml has its own keys)
         for profile in ("smoke", "cpu", "gpu", "mimo-vl-7b"):
             cfg = load_grpo_config(path, profile)
             assert cfg.updates_per_batch == 1 and cfg.kl_coef == 0.0  # on-policy, no KL: MiMo-VL's choice
@@ -136,8 +156,8 @@ def test_morl_with_lora_trains_adapters_only_merges_them_and_resumes_exactly(pro
     uninterrupted one (the adapters and their optimizer state come back from the checkpoint)."""
     from safetensors.torch import load_file
 
-    from mimolab.rl.morl import run_morl
-    from mimolab.train.pretrain import save_final
+    from mimolab.pipeline import run_morl
+    from mimolab.train.checkpoints import save_final
 
     torch.manual_seed(0)
     start = save_final(MiMoVL.from_preset("smoke"), processor, tmp_path / "start")
@@ -148,7 +168,7 @@ def test_morl_with_lora_trains_adapters_only_merges_them_and_resumes_exactly(pro
     run("stopped", 1)
     (tmp_path / "stopped" / "morl.json").unlink()  # as if the job had died after step 1's checkpoint
     result = run("stopped", 2)
-    assert [c["task"] for c in result["changes"]] == ["counting", "grounding"]
+    assert [c.task for c in result.changes] == ["counting", "grounding"]
     assert not (tmp_path / "whole" / "final" / "adapter").exists()
     weights = lambda d: load_file(str(d / "model.safetensors"))  # noqa: E731
     base, whole, resumed = weights(start), weights(tmp_path / "whole" / "final"), weights(tmp_path / "stopped" / "final")

@@ -23,7 +23,6 @@ def shared_runs(tmp_path_factory):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_at_smoke_profile(path, tmp_path, monkeypatch, shared_runs):
     monkeypatch.setenv("MIMOLAB_PROFILE", "smoke")
-    monkeypatch.setenv("MIMOLAB_RUN_DIR", str(tmp_path))
     monkeypatch.setenv("MIMOLAB_RUNS", str(shared_runs))
     monkeypatch.setenv("WANDB_MODE", "disabled")
     nb = nbformat.read(path, as_version=4)

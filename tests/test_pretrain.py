@@ -8,9 +8,12 @@ import torch
 
 from mimolab import MiMoVL
 from mimolab.model.summary import weight_changes
-from mimolab.train.pretrain import STAGES, run_pipeline, run_stage, stages_for
-from mimolab.train.report import morl_section, read_metrics
-from mimolab.train.stage import STAGE_DIR, load_stage
+from mimolab.eval.results import TaskScore
+from mimolab.pipeline import STAGES, MorlResult, run_pipeline, run_stage, stages_for
+from mimolab.pipeline.report import morl_section
+from mimolab.settings import EXPERIMENTS, relative_to_runs
+from mimolab.train.stage import load_stage
+from mimolab.train.tracking import read_metrics
 
 
 def test_every_stage_file_loads_for_its_profiles():
@@ -46,7 +49,7 @@ def test_bad_stage_files_fail_clearly(tmp_path):
     bad.write_text("lr: {llm: 1.0e-3}\nlearning_rate: 3\nprofiles: {cpu: {}}\n")
     with pytest.raises(ValueError, match="learning_rate"):
         load_stage(bad, "cpu")
-    assert STAGE_DIR.is_dir()
+    assert (EXPERIMENTS / "pretrain").is_dir()
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +73,9 @@ def test_pipeline_writes_checkpoints_metrics_and_report(smoke_run):
     assert {r["n"] for r in scores} == {2}  # eval_n; MORL's before/after use morl_eval_n
     # MORL ran from the last stage: its steps logged, its final model saved, the paired changes consistent
     morl = json.loads((run_dir / "morl" / "morl.json").read_text())
-    assert morl["start"] == str(run_dir / STAGES[-1] / "final") and (run_dir / "morl" / "final" / "config.json").exists()
+    # the start is recorded relative to the runs root (results files carry no machine paths)
+    assert morl["start"] == relative_to_runs(run_dir / STAGES[-1] / "final") and not morl["start"].startswith("/")
+    assert (run_dir / "morl" / "final" / "config.json").exists()
     steps = [json.loads(line)["step"] for line in (run_dir / "morl" / "metrics.jsonl").read_text().splitlines()
              if "reward" in json.loads(line)]
     assert steps == list(range(1, morl["steps"] + 1))
@@ -83,14 +88,23 @@ def test_pipeline_writes_checkpoints_metrics_and_report(smoke_run):
 
 
 def test_morl_section_names_changes_beyond_two_standard_errors(tmp_path):
-    change = lambda task, delta, z: {"task": task, "metric": "exact", "before": 0.5, "after": 0.5 + delta,  # noqa: E731
-                                     "change": delta, "stderr": abs(delta / z) if z else 0.0, "z": z, "n": 400}
-    morl = {"config": "grpo_on_policy", "steps": 3, "changes": [
-        change("chart", 0.06, 3.0), change("counting", 0.03, 1.5), change("grounding", -0.05, -2.5),
-        change("gui", 0.0, None), change("ocr", 0.01, None)]}  # z None: no spread; a change then is certain
+    def pair(task, before, after):
+        row = lambda values: TaskScore(task, "exact", sum(values) / len(values), 0.0, 0.0, len(values), values)  # noqa: E731
+        return row(before), row(after)
+
+    pairs = [pair("chart", [0.0] * 100, [1.0] * 20 + [0.0] * 80),  # +0.20, z 5.0
+             pair("counting", [0.0] * 100, [1.0] * 3 + [0.0] * 97),  # +0.03, z 1.75: not significant
+             pair("grounding", [1.0] * 100, [0.0] * 10 + [1.0] * 90),  # -0.10, z -3.3
+             pair("gui", [0.5] * 100, [0.5] * 100),  # no change at all
+             pair("ocr", [0.5] * 100, [0.51] * 100)]  # no spread: a change then is certain
+    morl = MorlResult("smoke", "grpo_on_policy", "runs/x", 3, [b for b, _ in pairs], [a for _, a in pairs])
     text = "\n".join(morl_section(tmp_path, morl))
     assert "Raised by more than 2 standard errors: chart, ocr; lowered by more than 2: grounding." in text
-    assert "| counting | exact | greedy | 0.500 | 0.530 | +0.030 ± 0.020 | 1.5 | 400 |" in text
+    assert "| counting | exact | greedy | 0.000 | 0.030 | +0.030 ± 0.017 | 1.75 | 100 |" in text
+    # what morl.json holds reads back to the same result
+    (tmp_path / "morl.json").write_text(json.dumps(morl.as_dict()))
+    assert MorlResult.load(tmp_path / "morl.json").as_dict() == morl.as_dict()
+
 
 def test_frozen_parts_are_bit_identical_across_stages(smoke_run):
     run_dir, _ = smoke_run
@@ -117,7 +131,7 @@ def test_final_checkpoint_loads_in_transformers(smoke_run):
 
 KILLED_RUN = """
 import os, signal, sys
-from mimolab.train.pretrain import run_stage
+from mimolab.pipeline import run_stage
 
 def die_after_step_3(record):  # the checkpoint of step 2 is on disk; the process dies during step 3
     if record["step"] == 3:

@@ -52,8 +52,8 @@ def server(tmp_path_factory):
 def test_service_scores_exactly_as_the_in_process_router(server):
     completions, samples = mixed_batch()
     columns = reward_columns(samples)
-    router = RewardRouter(load_rewards(["verifiable", "reward_helpers:varied_reward"]))
-    local = router.score(completions, **columns)
+    with RewardRouter(load_rewards(["verifiable", "reward_helpers:varied_reward"])) as router:
+        local = router.score(completions, **columns)
     remote_client = RemoteRewards(server.url, batch_size=5)  # 21 completions in 5 requests
     remote = remote_client.score(completions, **columns)
     assert remote_client.attempts == 5
@@ -65,7 +65,6 @@ def test_service_scores_exactly_as_the_in_process_router(server):
     assert local.reasons["grounding"][8] == "no box"
     assert all(local.components[name][18] is None for name in ("accuracy", "grounding", "gui_action", "counting", "temporal_iou"))
     assert local.total[18] == local.components["varied_reward"][18]  # only the TRL-style reward applied
-    router.close()
 
 
 def test_samples_survive_the_wire():
@@ -126,18 +125,18 @@ def test_grpo_survives_a_dead_reward_service(tmp_path):
     straight = trainer(processor, tmp_path / "a", local).train(steps=3, progress=False)
 
     first = RewardServer(["reward_helpers:varied_reward"], pythonpath=str(HERE)).start()
-    run = trainer(processor, tmp_path / "b", RemoteRewards(first.url, retries=1, backoff=0.01))
-    run.train(steps=1, progress=False)
-    first.process.kill()  # the service dies mid-run
-    first.process.wait()
-    with pytest.raises(RewardServiceError, match="checkpoint saved"):
-        run.train(steps=3, progress=False)
+    with trainer(processor, tmp_path / "b", RemoteRewards(first.url, retries=1, backoff=0.01)) as run:
+        run.train(steps=1, progress=False)
+        first.process.kill()  # the service dies mid-run
+        first.process.wait()
+        with pytest.raises(RewardServiceError, match="checkpoint saved"):
+            run.train(steps=3, progress=False)
     assert (tmp_path / "b" / "checkpoints" / "step-000001").is_dir()
 
     with RewardServer(["reward_helpers:varied_reward"], pythonpath=str(HERE)) as second:
-        again = trainer(processor, tmp_path / "b", RemoteRewards(second.url))
-        assert again.resume() and again.step_count == 1
-        tail = again.train(steps=3, progress=False)
+        with trainer(processor, tmp_path / "b", RemoteRewards(second.url)) as again:
+            assert again.resume() and again.step_count == 1
+            tail = again.train(steps=3, progress=False)
     for got, want in zip(tail, straight[1:]):
         for key in ("reward", "loss", "response_length"):
             assert got[key] == pytest.approx(want[key], abs=1e-5), key

@@ -93,16 +93,15 @@ def test_format_reward_is_off_by_default():
 def test_chart_reward_scores_values_and_labels_like_the_evaluation():
     from mimolab.eval.metrics import score
 
-    reward = next(r for r in default_rewards() if r.__name__ == "chart")
     samples = [generate("chart", i, difficulty=0.5) for i in range(12)]
     assert {"number" in s.answer for s in samples} == {True, False}  # both question kinds
     wrong = ["9999" if "number" in s.answer else "nothing" for s in samples]
-    for replies, expected in ((list(s.reply for s in samples), 1.0), (wrong, 0.0)):
-        got = reward(replies, task=["chart"] * 12, answer=[s.answer for s in samples])
-        assert got == [expected] * 12
-        assert got == [score("chart", r, s.answer, s.reply) for r, s in zip(replies, samples)]
-    assert reward(["<think>\nno"], task=["chart"], answer=[samples[0].answer]) == [0.0] and reward.last_reasons[0]
-    reward.close()
+    with next(r for r in default_rewards() if r.__name__ == "chart") as reward:
+        for replies, expected in ((list(s.reply for s in samples), 1.0), (wrong, 0.0)):
+            got = reward(replies, task=["chart"] * 12, answer=[s.answer for s in samples])
+            assert got == [expected] * 12
+            assert got == [score("chart", r, s.answer, s.reply) for r, s in zip(replies, samples)]
+        assert reward(["<think>\nno"], task=["chart"], answer=[samples[0].answer]) == [0.0] and reward.last_reasons[0]
 
 
 def test_ocr_reward_is_the_evaluation_score_for_reading_and_spotting():

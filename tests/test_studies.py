@@ -8,17 +8,8 @@ import pytest
 import torch
 
 from mimolab.eval.harness import chance_levels
-from mimolab.studies import (
-    interference,
-    load_study,
-    markdown,
-    run_grpo_study,
-    run_long_cot_study,
-    studies_summary,
-    summarise,
-    welch,
-    write_study,
-)
+from mimolab.pipeline.studies import interference, load_study, run_grpo_study, run_long_cot_study
+from mimolab.pipeline.study_results import markdown, studies_summary, summarise, welch, write_study
 
 
 def test_welch_matches_the_formula():
@@ -68,7 +59,7 @@ def test_the_pipeline_report_summary_lists_each_comparison_and_what_is_missing(t
 def test_grpo_studies_run_at_smoke_and_write_results(tmp_path):
     from mimolab import MiMoVL
     from mimolab.data.pipeline import world_processor, world_tokenizer
-    from mimolab.train.pretrain import save_final
+    from mimolab.train.checkpoints import save_final
 
     torch.manual_seed(0)
     start = save_final(MiMoVL.from_preset("smoke"), world_processor(world_tokenizer(n_per_task=3)), tmp_path / "start")
@@ -76,6 +67,7 @@ def test_grpo_studies_run_at_smoke_and_write_results(tmp_path):
                             tracking="disabled", progress=False)
     saved = json.loads((tmp_path / "results" / "grpo_modes.json").read_text())
     assert saved["tests"] == result["tests"] and (tmp_path / "results" / "grpo_modes.png").stat().st_size
+    assert saved["start"] == f"{tmp_path.name}/start"  # no machine path in a results file
     assert (tmp_path / "results" / "grpo_modes_training.png").stat().st_size  # reward and length per task
     for arm in ("on_policy", "vanilla"):  # the same rollout budget, scores at steps 0, 1, 2, for every seed
         for curve in saved["runs"][arm].values():
@@ -97,3 +89,20 @@ def test_long_cot_study_runs_at_smoke(tmp_path, monkeypatch):
         (tmp_path / "runs" / "smoke" / "studies" / "long_cot" / "without_long_cot-seed1" / "stage3_multimodal" / "stage.yaml").read_text())))
     assert "visual_math" not in stage["shares"] and sum(stage["shares"].values()) == pytest.approx(1.0)
     assert {t["task"] for t in result["tests"]} <= {"visual_math", "text_reasoning", "counting", "caption"}
+
+
+def test_study_files_load_typed_and_bad_ones_fail_naming_the_field(tmp_path):
+    for name in ("long_cot", "grpo_modes", "interference"):
+        for profile in ("smoke", "cpu", "gpu"):
+            spec = load_study(name, profile)
+            assert spec.name == name and len(spec.seeds) >= 2 and all(a in spec.arms for pair in spec.compare for a in pair)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("arms: {a: {}, b: {}}\ncompare: [[a, c]]\neval_tasks: [counting]\nprofiles: {cpu: {seeds: [0], eval_n: 10}}\n")
+    with pytest.raises(ValueError, match="compare"):
+        load_study(bad, "cpu")
+    bad.write_text("arms: {a: {}}\ncompare: []\neval_tasks: [countng]\nprofiles: {cpu: {seeds: [0], eval_n: 10}}\n")
+    with pytest.raises(ValueError, match="countng"):
+        load_study(bad, "cpu")
+    bad.write_text("arms: {a: {}}\neval_task: [counting]\nprofiles: {cpu: {seeds: [0], eval_n: 10}}\n")
+    with pytest.raises(ValueError, match="eval_task"):
+        load_study(bad, "cpu")

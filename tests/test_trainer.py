@@ -5,8 +5,8 @@ import torch
 
 from mimolab import MiMoVL, MiMoVLConfig
 from mimolab.data.pipeline import world_mixture, world_processor, world_tokenizer
+from mimolab.model.vlm import part_of
 from mimolab.train import Stage, Trainer
-from mimolab.train.stage import part_of
 
 CFG = MiMoVLConfig.from_name("smoke")
 SHARES = {"caption": 0.5, "counting": 0.3, "text": 0.2}
@@ -61,6 +61,28 @@ def test_weight_decay_shrinks_matrices_only(processor, tmp_path):
             assert not torch.equal(param, plain[name]), name
         else:
             assert torch.equal(param, plain[name]), name
+
+
+def test_training_leaves_the_callers_random_state_alone(processor, tmp_path):
+    """The loop draws from its own generator (dropout, LoRA's start): the caller's global RNG does not
+    move, and two runs of the same stage give the same losses whatever the caller drew before."""
+    import random
+
+    stage = Stage(name="s", lr={"llm": 1e-2}, shares=SHARES, steps=2, warmup_steps=1, row_tokens=256,
+                  rows_per_step=1, checkpoint_every=100, lora={"parts": ("llm",), "r": 4})
+    losses = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(caller_seed)
+        random.seed(caller_seed)
+        torch_state, python_state = torch.get_rng_state(), random.getstate()
+        sampler = world_mixture(stage.shares, processor, CFG, max_length=stage.row_tokens, seed=stage.seed)
+        with torch.random.fork_rng():  # the same start weights in both runs
+            torch.manual_seed(0)
+            model = MiMoVL(CFG)
+        trainer = Trainer(model, stage, sampler, tmp_path / str(caller_seed))
+        losses.append([r["loss"] for r in trainer.train(progress=False)])
+        assert torch.equal(torch.get_rng_state(), torch_state) and random.getstate() == python_state
+    assert losses[0] == losses[1]
 
 
 def test_warmup_then_cosine():
@@ -131,3 +153,19 @@ def test_sample_weighting_is_the_mean_of_each_sample_alone(processor):
         assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, atol=1e-6, rtol=1e-4))
     token_mean = model(**row.model_inputs()).loss
     assert abs(float(token_mean) - float(alone)) > 1e-3
+
+
+def test_what_a_kill_leaves_among_the_checkpoints_is_cleaned_up_on_resume(tmp_path):
+    """A kill mid-write leaves a temporary sibling (``.step-N.tmp-*``); a kill between the two renames of
+    a replace leaves the finished step moved aside (``.step-N.old-*``). The next look for the latest
+    checkpoint removes the first and puts the second back."""
+    from mimolab.train.checkpoints import latest_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    (folder / "step-000002").mkdir(parents=True)
+    (folder / ".step-000004.tmp-abc").mkdir()  # half-written: must not count as step 4
+    (folder / ".step-000003.old-99").mkdir()  # step 3, moved aside and never replaced
+    (folder / ".step-000003.old-99" / "trainer_state.pt").write_text("kept")
+    assert latest_checkpoint(tmp_path) == folder / "step-000003"
+    assert (folder / "step-000003" / "trainer_state.pt").read_text() == "kept"
+    assert sorted(p.name for p in folder.iterdir()) == ["step-000002", "step-000003"]

@@ -85,7 +85,8 @@ def collate_packed(samples: list[TokenizedSample], budget: int, pad_id: int) -> 
 
 def collate_left_padded(samples: list[TokenizedSample], pad_id: int) -> dict[str, torch.Tensor]:
     """A left-padded batch (input_ids, attention_mask and the vision inputs of every row, in row order)
-    for generation; a sample repeated in the list is processed once and its pixels reused."""
+    for generation. A sample repeated in the list is repeated in the batch, pixels too: for several
+    samples of one prompt, pass it once and ask ``generate`` for ``num_return_sequences``."""
     width = max(len(s) for s in samples)
     ids = torch.tensor([[pad_id] * (width - len(s)) + s.input_ids for s in samples])
     mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in samples])

@@ -4,7 +4,7 @@ streaming, resumable token-share mixture of tasks, tokenised and ready for packi
     tokenizer = world_tokenizer()                      # byte-level BPE trained on the world's text
     processor = world_processor(tokenizer)             # small images stay at native resolution
     stream = world_mixture({"caption": 0.5, "ocr": 0.5}, processor, config, max_length=1024)
-    rows = pack(stream, budget=2048, pad_id=config.pad_token_id)
+    rows = pack(stream, budget=2048, pad_id=config.padding_id)
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""Evaluation: per-task scores (metrics) and the held-out harness with measured chance levels.
+"""Evaluation: per-task scores (metrics), the held-out harness with measured chance levels, and the
+result types every later step reads (results).
 
 The harness (which needs torch) loads on first use, so the metrics stay light to import (reward
 workers import them in a fresh process)."""
 
 from mimolab.eval.metrics import score
 
-_HARNESS = ("HELD_OUT", "TaskScore", "evaluate", "markdown_table", "paired_change")
+from mimolab.eval.results import PairedChange, TaskScore, changes_table, paired_change, scores_table
+
+_HARNESS = ("HELD_OUT", "evaluate")
 
 
 def __getattr__(name: str):
@@ -16,4 +19,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'mimolab.eval' has no attribute {name!r}")
 
 
-__all__ = [*_HARNESS, "score"]
+__all__ = [*_HARNESS, "PairedChange", "TaskScore", "changes_table", "paired_change", "score", "scores_table"]

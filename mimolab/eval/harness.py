@@ -12,20 +12,18 @@ scores highest when given to every sample. That is what a model that writes well
 while ignoring the image could get by always giving its most likely answer (for counts it is the
 share of the most common count; for boxes, the box that happens to overlap most targets).
 
-    rows = evaluate(model, processor, ["counting", "ocr"], n=40)   # list of TaskScore
-    print(markdown_table(rows))
+    rows = evaluate(model, processor, ["counting", "ocr"], n=40)   # list of TaskScore (mimolab.eval.results)
+    print(scores_table(rows))
 """
 
 from __future__ import annotations
-
-import math
-from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
 from mimolab.data.world import TASKS, Difficulty, generate
 from mimolab.eval.metrics import score
+from mimolab.eval.results import TaskScore, mean_stderr
 from mimolab.model.generation import generate as generate_tokens
 
 HELD_OUT = 10**6
@@ -36,35 +34,6 @@ METRICS = {"counting": "exact", "chart": "exact", "interleaved": "exact", "capti
            "ocr": "char similarity", "grounding": "box F1@0.5", "gui": "action hit", "video": "span IoU",
            "visual_math": "answer (math-verify)", "text_reasoning": "answer (math-verify)", "text": "char similarity",
            "mcq": "option letter", "refcoco": "acc@IoU0.5", "vqa": "exact (normalised)"}
-
-
-@dataclass
-class TaskScore:
-    task: str
-    metric: str
-    score: float  # mean over held-out samples
-    stderr: float  # standard error of that mean
-    chance: float  # the best blind answer's score (see the module docstring)
-    n: int
-    per_sample: list[float] = field(default_factory=list, repr=False)  # held-out index order: pairs two runs
-    mode: str = "think"  # "think" or "no_think" (an empty think block pre-filled)
-    decoding: str = "greedy"  # or "T0.6 p0.95 avg@4" for text-only tasks (see the module docstring)
-
-    @property
-    def z(self) -> float:
-        """How many standard errors the score sits above chance (paired by sample)."""
-        if self.stderr > 0:
-            return (self.score - self.chance) / self.stderr
-        return 0.0 if self.score == self.chance else math.copysign(math.inf, self.score - self.chance)
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "z": round(self.z, 2) if math.isfinite(self.z) else None}
-
-
-def _mean_stderr(values: list[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1)
-    return mean, math.sqrt(var / len(values))
 
 
 @torch.no_grad()
@@ -140,8 +109,8 @@ def score_samples(model, processor, task: str, samples: list, *, batch_size: int
         scores = [score(task, r, a, s.reply) for r, a, s in zip(replies, answers, samples)]
         decoding = "greedy"
     blind = best_blind_scores(task, samples)
-    mean, _ = _mean_stderr(scores)
-    _, diff_err = _mean_stderr([a - b for a, b in zip(scores, blind)])  # paired: same samples
+    mean, _ = mean_stderr(scores)
+    _, diff_err = mean_stderr([a - b for a, b in zip(scores, blind)])  # paired: same samples
     n = len(samples)
     return TaskScore(name or task, METRICS.get(task, "score"), mean, diff_err, sum(blind) / n, n, scores,
                      "think" if thinking else "no_think", decoding)
@@ -164,30 +133,6 @@ def evaluate(model, processor, tasks: list[str] | None = None, *, n: int = 32, s
         rows.append(score_samples(model, processor, task, samples, batch_size=batch_size, thinking=thinking,
                                   text_samples=text_samples))
     return rows
-
-
-def paired_change(before: dict, after: dict) -> dict:
-    """The change of one task's score between two evaluations of the same held-out samples (``as_dict``
-    rows with ``per_sample``): mean difference, its standard error and z."""
-    if before["task"] != after["task"] or len(before["per_sample"]) != len(after["per_sample"]):
-        raise ValueError("paired_change needs two evaluations of the same task on the same samples")
-    decoding = before.get("decoding", "greedy")  # rows written before decoding was recorded were greedy
-    if decoding != after.get("decoding", "greedy"):
-        raise ValueError(f"paired_change: {before['task']} was decoded {decoding!r} before "
-                         f"and {after.get('decoding', 'greedy')!r} after; evaluate both the same way")
-    change, stderr = _mean_stderr([b - a for a, b in zip(before["per_sample"], after["per_sample"])])
-    z = change / stderr if stderr > 0 else (0.0 if change == 0 else math.copysign(math.inf, change))
-    return {"task": before["task"], "metric": before["metric"], "decoding": decoding,
-            "before": before["score"], "after": after["score"],
-            "change": change, "stderr": stderr, "z": round(z, 2) if math.isfinite(z) else None, "n": before["n"]}
-
-
-def markdown_table(rows: list[TaskScore]) -> str:
-    lines = ["| task | metric | decoding | score | chance | above chance (z) | n |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        z = f"{r.z:.1f}" if math.isfinite(r.z) else ("inf" if r.z > 0 else "-")
-        lines.append(f"| {r.task} | {r.metric} | {r.decoding} | {r.score:.2f} ± {r.stderr:.2f} | {r.chance:.2f} | {z} | {r.n} |")
-    return "\n".join(lines)
 
 
 def examples(model, processor, task: str, n: int = 4, *, seed: int = 0, difficulty: Difficulty = 0.5) -> list[dict]:

@@ -9,21 +9,19 @@ in think and no-think modes, written as a results table (CSV and markdown) and a
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from mimolab.data.world import Difficulty
-from mimolab.eval.harness import TaskScore, evaluate, markdown_table, score_samples
+from mimolab.eval.harness import evaluate, score_samples
+from mimolab.eval.results import TaskScore, save_scores, scores_table
 
 COLUMNS = ("task", "mode", "metric", "decoding", "score", "stderr", "chance", "z", "n")
 
 
 def write_results(rows: list[TaskScore], out_dir: str | Path, name: str = "results", title: str | None = None) -> dict:
     """``<name>.csv``, ``<name>.md``, ``<name>.json`` (per-sample scores too) and ``<name>.png`` in ``out_dir``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import pandas as pd
     import seaborn as sns
 
@@ -39,12 +37,13 @@ def write_results(rows: list[TaskScore], out_dir: str | Path, name: str = "resul
     modes = sorted({r.mode for r in rows})
     lines = []
     for mode in modes:
-        lines += [f"**{mode}**", "", markdown_table([r for r in rows if r.mode == mode]), ""]
+        lines += [f"**{mode}**", "", scores_table([r for r in rows if r.mode == mode]), ""]
     paths["md"].write_text("\n".join(lines))
-    paths["json"].write_text(json.dumps([r.as_dict() for r in rows], indent=2))
+    save_scores(rows, paths["json"])
 
     frame = pd.DataFrame(table)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * frame["task"].nunique() * len(modes)), 3.8))
+    fig = Figure(figsize=(max(6.0, 0.7 * frame["task"].nunique() * len(modes)), 3.8))  # no pyplot: no global state
+    ax = fig.subplots()
     sns.barplot(frame, x="task", y="score", hue="mode", ax=ax, palette="deep")
     chance = frame.groupby("task", sort=False)["chance"].first()
     ax.scatter(range(len(chance)), chance.values, marker="_", s=600, color="black", zorder=3, label="chance")
@@ -53,7 +52,6 @@ def write_results(rows: list[TaskScore], out_dir: str | Path, name: str = "resul
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(paths["png"], dpi=110)
-    plt.close(fig)
     return paths
 
 

@@ -76,17 +76,17 @@ def read_config(path: str | Path) -> MiMoVLConfig:
     return MiMoVLConfig.from_hf_dict(json.loads((path / "config.json").read_text()))
 
 
-def load_pretrained(path: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
-                    attn_implementation: str | None = None) -> nn.Module:
-    from mimolab.model.vlm import MiMoVL
-
+def load_pretrained(model_class: type[nn.Module], path: str | Path, *, dtype: torch.dtype | None = None,
+                    device: str | torch.device = "cpu", attn_implementation: str | None = None) -> nn.Module:
+    """``model_class`` (``MiMoVL``, passed in so this file never imports the model: no import cycle)
+    built on the meta device from ``path``'s config, then its weights assigned from the safetensors."""
     path = Path(path)
     config = read_config(path)
     if attn_implementation:
         config = config.replace(attn_implementation=attn_implementation)
     files = _weight_files(path)  # fail on a missing file before building anything
     with torch.device("meta"):
-        model = MiMoVL(config)
+        model = model_class(config)
     expected = dict(model.named_parameters())  # tied head appears once, under the embedding's name
     tied = config.text.tie_word_embeddings
     seen, unexpected, mismatched = set(), [], []

@@ -6,6 +6,12 @@ does not make the whole batch pay for it. Returns the new token ids, the log-pro
 under the sampling distribution (``log_softmax(logits / temperature)``, before top-k/top-p
 truncation: the quantity an on-policy trainer recomputes), and why each row stopped.
 
+``num_return_sequences=n`` samples n completions of each prompt (GRPO's group) from one prefill: the
+vision encoder and the prompt's forward run once per prompt, then its KV cache, attention mask,
+next position and last logits are copied into n consecutive rows that sample independently. The
+random draws are those of the same prompts repeated n times beforehand: every sampling step draws
+for the full (B * n)-row batch, in the same row order.
+
 Positions: the prompt's 3D positions come from ``get_rope_index``; each generated token is text,
 so its three position ids are all ``max(prompt positions) + 1 + step`` (transformers' rope_deltas).
 """
@@ -31,6 +37,11 @@ class GenerationConfig:
     stop_strings: Sequence[str] = ()  # need a tokenizer to decode
     seed: int | None = None
     suppress_token_ids: Sequence[int] = ()  # never sampled (RL rollouts: media placeholders); excluded from logprobs
+    num_return_sequences: int = 1  # rows per prompt, prompt i's at i*n .. i*n+n-1; the prompt is prefilled once
+
+    def __post_init__(self) -> None:
+        if self.num_return_sequences < 1:
+            raise ValueError(f"num_return_sequences must be at least 1, got {self.num_return_sequences}")
 
 
 @dataclass
@@ -44,6 +55,12 @@ class GenerationOutput:
 def _pop_config(kwargs: dict) -> GenerationConfig:
     """The GenerationConfig fields among ``kwargs`` (removed from it; the rest are model inputs)."""
     return GenerationConfig(**{k: kwargs.pop(k) for k in list(kwargs) if k in GenerationConfig.__dataclass_fields__})
+
+
+def model_eos(model) -> list[int]:
+    """The model's own stop token, if its config names one (a checkpoint may leave eos null)."""
+    eos = model.config.eos_token_id
+    return [] if eos is None else [eos]
 
 
 def _next_token(logits: torch.Tensor, cfg: GenerationConfig, rng: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,30 +96,44 @@ def left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[t
     return input_ids.gather(1, order), attention_mask.gather(1, order)
 
 
+def _prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, cfg: GenerationConfig,
+             vision_inputs: dict) -> tuple[KVCache, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One forward over the B prompts, then each row copied ``num_return_sequences`` times.
+    Returns the cache, the last logits (B * n, V), each row's next position (B * n,) and the
+    left-aligned attention mask (B * n, S)."""
+    B, S = input_ids.shape
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    input_ids, attention_mask = left_align(input_ids, attention_mask)
+    vision_keys = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
+    position_ids, deltas = model.rope_index(input_ids, attention_mask=attention_mask,
+                                            **{k: vision_inputs.get(k) for k in vision_keys})
+    next_pos = deltas[:, 0] + attention_mask.sum(-1)  # = largest prompt position + 1, per row
+    cache = KVCache.empty(model.config.text, B, S + cfg.max_new_tokens, input_ids.device, model.dtype)
+    logits = model(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                   logits_to_keep=1, **vision_inputs).logits[:, -1]
+    n = cfg.num_return_sequences
+    if n > 1:  # (B, ...) -> (B * n, ...): row i*n + j is sample j of prompt i, as if the prompts were repeated
+        cache.repeat_rows(n)
+        logits, next_pos, attention_mask = (t.repeat_interleave(n, dim=0) for t in (logits, next_pos, attention_mask))
+    return cache, logits, next_pos, attention_mask
+
+
 def decode_steps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  cfg: GenerationConfig | None = None, **vision_inputs) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
     """Yield, per step, (original row indices still running, their new tokens, their log-probs).
 
     A row stops after emitting an eos token or after ``max_new_tokens``; the caller may also
-    ``send`` a list of row indices to stop (stop strings)."""
+    ``send`` a list of row indices to stop (stop strings). Rows are numbered after the
+    ``num_return_sequences`` expansion (B * n of them)."""
     cfg = cfg or GenerationConfig()
-    B, S = input_ids.shape
     device = input_ids.device
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    input_ids, attention_mask = left_align(input_ids, attention_mask)
-    eos = torch.tensor(list(cfg.eos_token_ids) or [model.config.eos_token_id], device=device)
+    eos = torch.tensor(list(cfg.eos_token_ids) or model_eos(model), dtype=torch.long, device=device)
     rng = None
     if cfg.seed is not None:
-        rng = torch.Generator(device=device).manual_seed(cfg.seed)
-    vision_keys = ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")
-    position_ids, deltas = model.rope_index(input_ids, attention_mask=attention_mask,
-                                            **{k: vision_inputs.get(k) for k in vision_keys})
-    next_pos = deltas[:, 0] + attention_mask.sum(-1)  # = largest prompt position + 1, per row
-    cache = KVCache.empty(model.config.text, B, S + cfg.max_new_tokens, device, model.dtype)
-    logits = model(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                   logits_to_keep=1, **vision_inputs).logits[:, -1]
-    rows = torch.arange(B, device=device)
+        rng = torch.Generator(device=device).manual_seed(cfg.seed)  # used by the sampling steps only
+    cache, logits, next_pos, attention_mask = _prefill(model, input_ids, attention_mask, cfg, vision_inputs)
+    rows = torch.arange(logits.shape[0], device=device)
     for step in range(cfg.max_new_tokens):
         token, logprob = _next_token(logits, cfg, rng)
         stop_rows = yield rows.tolist(), token, logprob
@@ -124,13 +155,14 @@ def decode_steps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
 def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
              tokenizer=None, **kwargs) -> GenerationOutput:
     """Batched generation. kwargs: the vision inputs (``pixel_values``, ``image_grid_thw``,
-    ``pixel_values_videos``, ``video_grid_thw``, ``second_per_grid_ts``) and GenerationConfig fields."""
+    ``pixel_values_videos``, ``video_grid_thw``, ``second_per_grid_ts``) and GenerationConfig fields.
+    The output has ``num_return_sequences`` rows per prompt, prompt i's at i*n .. i*n+n-1."""
     cfg = _pop_config(kwargs)
     if cfg.stop_strings and tokenizer is None:
         raise ValueError("stop_strings need a tokenizer to decode the generated text")
-    B = input_ids.shape[0]
+    B = input_ids.shape[0] * cfg.num_return_sequences
     seqs, lps, reasons = [[] for _ in range(B)], [[] for _ in range(B)], ["length"] * B
-    eos = set(cfg.eos_token_ids) or {model.config.eos_token_id}
+    eos = set(cfg.eos_token_ids) or set(model_eos(model))
     steps = decode_steps(model, input_ids, attention_mask, cfg, **kwargs)
     stop_rows: list[int] = []
     try:
@@ -161,9 +193,9 @@ def _hits_stop_string(tokenizer, tokens: list[int], stop_strings: Sequence[str])
 def stream(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, tokenizer,
            **kwargs) -> Iterator[str]:
     """Yield the text of one prompt (batch of 1) piece by piece as it is generated (for the demo)."""
-    if input_ids.shape[0] != 1:
-        raise ValueError("stream() takes a single prompt")
     cfg = _pop_config(kwargs)
+    if input_ids.shape[0] != 1 or cfg.num_return_sequences != 1:
+        raise ValueError("stream() takes a single prompt and returns a single sequence")
     tokens, shown = [], ""
     for _, token, _ in decode_steps(model, input_ids, attention_mask, cfg, **kwargs):
         tokens.append(int(token[0]))

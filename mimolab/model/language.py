@@ -52,6 +52,17 @@ class KVCache:
         self.keys = [k[rows] for k in self.keys]
         self.values = [v[rows] for v in self.values]
 
+    def repeat_rows(self, n: int) -> None:
+        """Each row becomes ``n`` consecutive rows (a prompt prefilled once, then sampled ``n`` times);
+        only the ``length`` filled positions are copied."""
+        def grow(t: torch.Tensor) -> torch.Tensor:
+            out = t.new_empty((t.shape[0] * n, *t.shape[1:]))  # (B * n, kv_heads, max_len, head_dim)
+            out[:, :, :self.length] = t[:, :, :self.length].repeat_interleave(n, dim=0)
+            return out
+
+        self.keys = [grow(k) for k in self.keys]
+        self.values = [grow(v) for v in self.values]
+
 
 class Attention(nn.Module):
     def __init__(self, cfg: TextConfig, layer_idx: int, backend: str) -> None:

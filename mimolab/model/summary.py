@@ -33,7 +33,7 @@ def parameter_table(config: MiMoVLConfig) -> list[tuple[str, int]]:
 def weight_changes(before: torch.nn.Module, after: torch.nn.Module) -> list[dict]:
     """Per part (vision, projector, llm): how many tensors changed between two models and the
     largest absolute change; a frozen part shows 0 changed tensors and a max change of exactly 0."""
-    from mimolab.train.stage import part_of
+    from mimolab.model.vlm import part_of
 
     rows: dict[str, dict] = {}
     after_state = after.state_dict()

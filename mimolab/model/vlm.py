@@ -23,6 +23,16 @@ from mimolab.model.positions import get_rope_index
 from mimolab.model.vision import VisionTransformer
 
 IGNORE_INDEX = -100
+PARTS = ("vision", "projector", "llm")  # what a training stage can train or freeze
+
+
+def part_of(param_name: str) -> str:
+    """Which part of MiMoVL a parameter belongs to (the projector lives at visual.merger)."""
+    if param_name.startswith("visual.merger."):
+        return "projector"
+    if param_name.startswith("visual."):
+        return "vision"
+    return "llm"
 
 
 @dataclass
@@ -62,7 +72,7 @@ class MiMoVL(nn.Module):
                         attn_implementation: str | None = None) -> "MiMoVL":
         """Load a local MiMo-VL / Qwen2.5-VL checkpoint directory (built on meta, then assigned)."""
         from mimolab.model.checkpoint import load_pretrained
-        return load_pretrained(path, dtype=dtype, device=device, attn_implementation=attn_implementation)
+        return load_pretrained(cls, path, dtype=dtype, device=device, attn_implementation=attn_implementation)
 
     def save_pretrained(self, path: str | Path, *, max_shard_bytes: int = 5 * 2**30) -> None:
         """Write a directory that transformers' Qwen2_5_VLForConditionalGeneration loads."""

@@ -28,6 +28,8 @@ import torch
 
 from mimolab.data.packing import TokenizedSample, collate_packed
 from mimolab.data.tokenize import make_sample
+from mimolab.settings import check_keys, check_value, load_run_file
+from mimolab.train.stage import check_tasks
 
 if TYPE_CHECKING:
     from mimolab.data.world import Difficulty
@@ -60,10 +62,26 @@ class GRPOConfig:
     checkpoint_every: int = 10  # steps between checkpoints in pipeline runs (0: only at the end)
 
     def __post_init__(self) -> None:
+        """Refuse nonsense when the config is made (loaded), before any rollout or checkpoint."""
         if self.loss_agg not in LOSS_AGGREGATIONS:
             raise ValueError(f"loss_agg {self.loss_agg!r}: choose one of {LOSS_AGGREGATIONS}")
-        if self.group_size < 2:
+        if isinstance(self.group_size, int) and self.group_size < 2:
             raise ValueError("group_size must be at least 2: advantages compare completions of one prompt")
+        source = "GRPO config"
+        for name in ("steps", "prompts_per_step", "group_size", "updates_per_batch", "max_new_tokens", "row_tokens"):
+            check_value(source, name, getattr(self, name), integer=True, low=1)
+        for name in ("lora_rank", "checkpoint_every"):
+            check_value(source, name, getattr(self, name), integer=True, low=0)
+        check_value(source, "seed", self.seed, integer=True)
+        check_value(source, "lr", self.lr, above=0, high=1)
+        check_value(source, "grad_clip", self.grad_clip, above=0)
+        check_value(source, "clip_eps", self.clip_eps, above=0)
+        check_value(source, "kl_coef", self.kl_coef, low=0)
+        check_value(source, "temperature", self.temperature, above=0)
+        check_value(source, "top_p", self.top_p, above=0, high=1)
+        check_value(source, "min_group_std", self.min_group_std, low=0)
+        check_value(source, "lora_alpha", self.lora_alpha, above=0)
+        check_tasks(source, dict(self.tasks), (), self.difficulty)
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -144,7 +162,7 @@ def completion_logprobs(model, samples: list[TokenizedSample], temperature: floa
             room = row_tokens
         current.append(i)
         room -= len(s)
-    pad = model.config.pad_token_id
+    pad = model.config.padding_id
     for row in rows:
         packed = collate_packed([samples[i] for i in row], row_tokens, pad)
         logits = model(**{k: v for k, v in packed.model_inputs().items() if k != "labels"}).logits[0]
@@ -166,20 +184,12 @@ def completion_logprobs(model, samples: list[TokenizedSample], temperature: floa
     return out_lp, out_ent
 
 
-RL_DIR = Path(__file__).resolve().parents[2] / "experiments" / "rl"
-
-
 def load_grpo_config(name_or_path: str | Path, profile: str, **overrides) -> GRPOConfig:
-    """A GRPO run from ``experiments/rl/<name>.yaml`` (or a path) at ``profile`` (same layout as the stages)."""
-    from mimolab.train.stage import check_keys, load_profiled_yaml
-
-    path = Path(name_or_path)
-    path = path if path.suffix else RL_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"no GRPO file {path}; files under {RL_DIR}: {sorted(p.stem for p in RL_DIR.glob('*.yaml'))}")
-    spec = load_profiled_yaml(path, profile, **overrides)
+    """A GRPO run from ``experiments/rl/<name>.yaml`` (or a YAML path) at ``profile`` (same layout as the stages)."""
+    spec = load_run_file("rl", name_or_path, profile, **overrides)
+    source = f"GRPO file {spec.pop('name')!r}"
     spec.pop("what", None)
-    check_keys(spec, GRPOConfig, path.name)
+    check_keys(spec, GRPOConfig, source)
     if isinstance(spec.get("lora_parts"), list):
         spec["lora_parts"] = tuple(spec["lora_parts"])
     if isinstance(spec.get("tasks"), dict):

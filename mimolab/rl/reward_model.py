@@ -99,7 +99,7 @@ class RewardModel(nn.Module):
         scores, row, used = [], [], 0
         for s in samples + [None]:
             if s is None or (row and used + len(s) > row_tokens):
-                packed = collate_packed(row, row_tokens, self.vlm.config.pad_token_id)
+                packed = collate_packed(row, row_tokens, self.vlm.config.padding_id)
                 hidden = self.vlm(**{k: v for k, v in packed.model_inputs().items() if k != "labels"}).hidden_states[0]
                 last = packed.cu_seqlens[1:len(row) + 1].long() - 1
                 scores.append(self.score(hidden[last].float())[:, 0])

@@ -20,6 +20,11 @@ tasks of those kinds: MiMo-VL's report lists no RL task for them.
 | interleaved | exact answer (the shape in image k, or which image shows an object) |
 | format (off by default) | thinking tags well formed: one ``<think>`` ... ``</think>`` before the answer |
 
+Replies are read by ``mimolab.eval.answers``, the parsers the evaluation metric uses, so a reward
+finds the same number, box, click or span in a reply as the evaluation that MORL's before/after is
+scored by; where both give exact credit (counting, chart, clicks, typing, OCR, interleaved, math)
+they give the same value.
+
 Qwen2.5-VL answers in absolute pixels of the image *as resized by the processor*. When a sample
 carries ``image_size`` (the original width, height) and ``resized_size`` (what the model saw), a
 predicted box or point is rescaled to the original frame before it is compared.
@@ -28,20 +33,23 @@ Every call runs under a time limit (sympy inside math-verify can hang on hostile
 happens in a worker process that is killed after ``timeout`` seconds, and the sample scores 0 with
 the reason ``timeout``. The worker is started with ``spawn`` (safe beside torch's threads), so a
 script that calls rewards needs the usual ``if __name__ == "__main__":`` guard; notebooks do not.
+``close()`` (or leaving ``with reward:``) ends the worker; one left open ends with the interpreter, or
+with its owner's process however that ends (``mimolab.rl.processes``).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import re
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from mimolab.eval.metrics import final_answer, math_equal, parse_boxes, parse_span, score, span_iou
-
-CLICK = re.compile(r"click\(\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\)")
+from mimolab.eval.answers import final_answer, parse_boxes, parse_click, parse_number, parse_span, parse_typed
+from mimolab.eval.metrics import math_equal, point_in_box, score, span_iou
+from mimolab.rl.processes import kill_pool, worker_pool
 
 
 def completion_text(completion: Any) -> str:
@@ -94,37 +102,36 @@ def _grounding(reply: str, sample: dict) -> tuple[float, str | None]:
 def _gui(reply: str, sample: dict) -> tuple[float, str | None]:
     answer, reply = sample["answer"], final_answer(reply)
     if answer["action"] == "click":
-        found = CLICK.search(reply)
-        if not found:
+        point = parse_click(reply)
+        if point is None:
             return 0.0, "no click(x, y)"
-        x, y = to_original([float(found.group(1)), float(found.group(2))], sample)
-        x1, y1, x2, y2 = answer["bbox_2d"]
-        return float(x1 <= x < x2 and y1 <= y < y2), None
+        return float(point_in_box(to_original(list(point), sample), answer["bbox_2d"])), None
     if answer["action"] == "type":
-        found = re.search(r'type\(\s*"([^"]*)"\s*\)', reply)
-        if not found:
+        typed = parse_typed(reply)
+        if typed is None:
             return 0.0, 'no type("...")'
-        return float(found.group(1) == answer.get("text")), None
+        return float(typed == answer.get("text")), None
     return _grounding(reply, sample)
 
 
-def _integer(reply: str, wanted: int) -> tuple[float, str | None]:
-    """1 when the final answer's first whole number (not part of a word or decimal) is ``wanted``."""
-    found = re.search(r"(?<![\w.])-?\d+(?![\w.])", final_answer(reply))
-    if not found:
+def _exact_number(reply: str, wanted: float) -> tuple[float, str | None]:
+    """1 when the final answer's first number is ``wanted``, as the evaluation reads it ('There are 3.',
+    '3.0' and '3 objects' are all 3)."""
+    value = parse_number(final_answer(reply))
+    if value is None:
         return 0.0, "no number"
-    return float(int(found.group()) == wanted), None
+    return float(value == wanted), None
 
 
 def _counting(reply: str, sample: dict) -> tuple[float, str | None]:
-    return _integer(reply, sample["answer"]["count"])
+    return _exact_number(reply, sample["answer"]["count"])
 
 
 def _chart(reply: str, sample: dict) -> tuple[float, str | None]:
     answer = sample["answer"]
     if "number" not in answer:  # which bar or row: the label itself
         return score("chart", reply, answer, answer["text"]), None
-    return _integer(reply, answer["number"])
+    return _exact_number(reply, answer["number"])
 
 
 def _ocr(reply: str, sample: dict) -> tuple[float, str | None]:
@@ -187,19 +194,20 @@ class Reward:
         self.tasks, self.scorer, self.timeout = tasks, scorer, timeout
         self.last_reasons: list[str | None] = []
         self._pool: ProcessPoolExecutor | None = None
+        self._end_pool: weakref.finalize | None = None
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:  # a process of its own, so a hung sympy call can be killed
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
+            self._pool = worker_pool(mp.get_context("spawn"))
+            # a Reward nobody closes still ends its worker: when collected, or at interpreter exit
+            self._end_pool = weakref.finalize(self, kill_pool, self._pool)
             self._pool.submit(_warm_up).result()  # start-up and imports do not count against the time limit
         return self._pool
 
     def _kill_pool(self) -> None:
-        if self._pool is not None:
-            for process in list(self._pool._processes.values()):
-                process.kill()
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        if self._end_pool is not None:
+            self._end_pool()  # runs kill_pool once; later calls do nothing
+        self._pool = self._end_pool = None
 
     def __call__(self, completions: list, task: list[str] | None = None, answer: list[dict] | None = None,
                  **columns: list) -> list[float | None]:
@@ -229,6 +237,12 @@ class Reward:
 
     def close(self) -> None:
         self._kill_pool()
+
+    def __enter__(self) -> "Reward":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def default_rewards(timeout: float = 5.0, format_reward: bool = False) -> list[Reward]:

@@ -25,18 +25,22 @@ import io
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from mimolab.rl.processes import stop_process, watch_parent
 
 HOST = "127.0.0.1"  # never another interface: the service runs untrusted completions through sympy
 
@@ -107,9 +111,16 @@ class RewardRouter:
         return self.score(completions, **columns).total
 
     def close(self) -> None:
+        """Close every reward that can be closed (ends their worker processes)."""
         for fn in self.rewards:
             if hasattr(fn, "close"):
                 fn.close()
+
+    def __enter__(self) -> "RewardRouter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------------------------------- wire format
@@ -189,10 +200,20 @@ def load_rewards(specs: Sequence[str], timeout: float = 5.0) -> list[Callable]:
 
 
 def make_app(router: RewardRouter):
-    """The FastAPI app: GET /health lists the rewards, POST /score scores one batch."""
+    """The FastAPI app: GET /health lists the rewards, POST /score scores one batch; the router is
+    closed when the server shuts down."""
+    from contextlib import asynccontextmanager
+
     from fastapi import FastAPI
 
-    app = FastAPI(title="mimolab rewards")
+    @asynccontextmanager
+    async def lifespan(app):
+        yield
+        # here, not after uvicorn.run: on SIGTERM uvicorn shuts down, then re-raises the signal and the
+        # process dies without running exit hooks, so the rewards' workers would be left behind
+        router.close()
+
+    app = FastAPI(title="mimolab rewards", lifespan=lifespan)
     lock = threading.Lock()  # the rewards' worker processes serve one batch at a time
 
     @app.get("/health")
@@ -214,9 +235,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="verifiable | format | reward_model=<dir>[:tasks] | module:function (repeatable)")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per reward call before it scores 0")
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="shut down once this process (the one that started the server) is gone")
     args = parser.parse_args(argv)
     import uvicorn
 
+    if args.parent_pid is not None:  # SIGTERM: uvicorn's clean shutdown, which closes the router
+        watch_parent(args.parent_pid, lambda: os.kill(os.getpid(), signal.SIGTERM))
     router = RewardRouter(load_rewards(args.reward or ["verifiable"], timeout=args.timeout))
     uvicorn.run(make_app(router), host=HOST, port=args.port, log_level="warning")
 
@@ -243,7 +268,8 @@ class RewardServer:
     def start(self) -> "RewardServer":
         import httpx
 
-        command = [sys.executable, "-m", "mimolab.rl.service", "--port", str(self.port), "--timeout", str(self.timeout)]
+        command = [sys.executable, "-m", "mimolab.rl.service", "--port", str(self.port), "--timeout", str(self.timeout),
+                   "--parent-pid", str(os.getpid())]
         for spec in self.rewards:
             command += ["--reward", spec]
         env = dict(os.environ)
@@ -252,6 +278,8 @@ class RewardServer:
         # stderr to a file, not a pipe: a pipe nobody reads fills up and blocks the server
         self.log = tempfile.NamedTemporaryFile(prefix="mimolab-rewards-", suffix=".log", delete=False)
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=self.log, env=env)
+        # a server nobody stops still ends: when this object is collected, or at interpreter exit
+        self._end = weakref.finalize(self, stop_process, self.process)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -267,12 +295,8 @@ class RewardServer:
         raise RewardServiceError(f"the reward service did not answer on {self.url} within {self.start_timeout:g} s")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        if self.process is not None:
+            self._end()  # stop_process, once
         self.process = None
 
     def __enter__(self) -> "RewardServer":
@@ -333,6 +357,12 @@ class RemoteRewards:
 
     def close(self) -> None:
         self.client.close()
+
+    def __enter__(self) -> "RemoteRewards":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 __all__ = ["RemoteRewards", "RewardBatch", "RewardRouter", "RewardServer", "RewardServiceError", "load_rewards",

@@ -22,8 +22,11 @@ from mimolab.model.generation import generate
 from mimolab.rl.grpo import GRPOConfig, Rollout, completion_logprobs, group_advantages, policy_loss
 from mimolab.rl.rewards import default_rewards
 from mimolab.rl.service import RewardRouter, RewardServiceError
+from mimolab.train.checkpoints import LoopRNG, load_checkpoint, save_checkpoint, stop_if_not_finite
+from mimolab.train.lora import add_lora, has_lora
 from mimolab.train.tracking import Tracker
 
+STATE_FILE = "grpo_state.pt"
 RL_INDEX_BASE = 2 * 10**6  # RL prompts come from their own range of world indices (not pre-training's, not held-out)
 
 
@@ -33,14 +36,17 @@ def reward_columns(samples: list) -> dict:
             "reference": [s.reply for s in samples], "samples": samples}
 
 
+def rollout_prompt(processor, config, sample):
+    """A world sample's user turn, templated and tokenised with its images: what the policy answers."""
+    chat = processor.apply_chat_template([m for m in sample.messages if m["role"] == "user"])
+    return templated_sample(processor, config, chat, sample.images, sample.videos, sample.task)
+
+
 class GRPOTrainer:
     def __init__(self, model, processor, cfg: GRPOConfig, run_dir: str | Path, *, rewards: list | None = None,
                  tracker: Tracker | None = None) -> None:
-        from mimolab.train.lora import add_lora, has_lora
-
         if cfg.lora_rank and not has_lora(model):
-            with torch.random.fork_rng():  # lora_A's random start is the run's, not whatever ran before
-                torch.manual_seed(cfg.seed)
+            with LoopRNG(cfg.seed).active():  # lora_A's random start is the run's, not whatever ran before
                 add_lora(model, cfg.lora_parts, r=cfg.lora_rank, alpha=cfg.lora_alpha)
         self.model, self.processor, self.cfg = model, processor, cfg
         self.run_dir = Path(run_dir)
@@ -72,17 +78,16 @@ class GRPOTrainer:
 
     @torch.no_grad()
     def rollout(self, samples: list) -> list[list[Rollout]]:
-        """``group_size`` sampled completions of each prompt (each prompt's images processed once)."""
+        """``group_size`` sampled completions of each prompt: each prompt (its images and its tokens) is
+        prefilled once and its KV cache copied into the group's rows (``num_return_sequences``)."""
         g = self.cfg.group_size
-        prompts = [templated_sample(self.processor, self.model.config,
-                                    self.processor.apply_chat_template([m for m in s.messages if m["role"] == "user"]),
-                                    s.images, s.videos, s.task) for s in samples]
-        batch = collate_left_padded([p for p in prompts for _ in range(g)], self.model.config.pad_token_id)
+        prompts = [rollout_prompt(self.processor, self.model.config, s) for s in samples]
+        batch = collate_left_padded(prompts, self.model.config.padding_id)
         self.model.eval()
         out = generate(self.model, batch.pop("input_ids"), batch.pop("attention_mask"), tokenizer=self.processor.tokenizer,
                        do_sample=True, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
                        max_new_tokens=self.cfg.max_new_tokens, seed=self.cfg.seed * 100_003 + self.step_count,
-                       suppress_token_ids=self.suppress, **batch)
+                       suppress_token_ids=self.suppress, num_return_sequences=g, **batch)
         groups = []
         for p, s in enumerate(samples):
             groups.append([Rollout(s, prompts[p], out.sequences[p * g + j], out.logprobs[p * g + j], out.texts[p * g + j],
@@ -163,6 +168,7 @@ class GRPOTrainer:
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
                                                        cfg.grad_clip)
+            stop_if_not_finite("GRPO", self.step_count + 1, float(loss.detach()), float(grad_norm), self.run_dir)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             if update == 0:  # the first update's ratios are the on-policy check: exactly 1 up to float error
@@ -191,29 +197,24 @@ class GRPOTrainer:
         if hasattr(self.rewards, "close"):
             self.rewards.close()
 
+    def __enter__(self) -> "GRPOTrainer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path:
         """Model (+ adapters), optimizer, step, prompt stream and RNG, written atomically."""
-        from mimolab.model.checkpoint import atomic_directory
-        from mimolab.train.loop import save_model
-
-        final = self.run_dir / "checkpoints" / f"step-{self.step_count:06d}"
-        with atomic_directory(final) as tmp:
-            save_model(self.model, tmp / "model")
-            torch.save({"step": self.step_count, "optimizer": self.optimizer.state_dict(),
-                        "rng": self.rng.getstate(), "next_index": dict(self.next_index)}, tmp / "grpo_state.pt")
-        return final
+        return save_checkpoint(self.run_dir, self.step_count, self.model, {
+            "step": self.step_count, "optimizer": self.optimizer.state_dict(), "rng": self.rng.getstate(),
+            "next_index": dict(self.next_index)}, STATE_FILE)
 
     def resume(self, checkpoint: str | Path | None = None) -> bool:
         """Continue from the latest (or a given) checkpoint of this run; False when there is none."""
-        from mimolab.train.loop import load_model_into
-
-        found = sorted((self.run_dir / "checkpoints").glob("step-*"))
-        checkpoint = Path(checkpoint) if checkpoint else (found[-1] if found else None)
-        if checkpoint is None:
+        state = load_checkpoint(self.run_dir, self.model, STATE_FILE, checkpoint)
+        if state is None:
             return False
-        load_model_into(self.model, checkpoint / "model")
-        state = torch.load(checkpoint / "grpo_state.pt", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.rng.setstate(state["rng"])
         self.step_count, self.next_index = state["step"], defaultdict(int, state["next_index"])

@@ -6,16 +6,15 @@ process draws the same deterministic stream and packs the same rows, then trains
 (``rows[rank::world]``). Each row's loss is weighted by its share of the *global* target tokens,
 so the averaged gradient equals the single-process one for the same global batch.
 
-A checkpoint directory holds the model in the Qwen2.5-VL format (``save_pretrained``) plus
-``trainer_state.pt``: optimizer, step, data-stream position (the mixture sampler's state and the
-samples drawn but not yet trained on) and RNG states. It is written to a temporary directory and
-renamed into place, so a crash mid-write leaves the previous checkpoint intact.
+A checkpoint (``checkpoints.py``) holds the model in the Qwen2.5-VL format plus ``trainer_state.pt``:
+optimizer, step, data-stream position (the mixture sampler's state and the samples drawn but not
+yet trained on) and the loop's own RNG state. A step whose loss or gradient is not finite stops the
+run before the optimizer moves, so the last checkpoint written is always a good one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -26,9 +25,10 @@ from tqdm.auto import tqdm
 
 from mimolab.data.mixture import MixtureSampler
 from mimolab.data.packing import TokenizedSample, best_fit, collate_packed
-from mimolab.model.checkpoint import atomic_directory
-from mimolab.model.vlm import MiMoVL
-from mimolab.train.stage import Stage, part_of
+from mimolab.model.vlm import MiMoVL, part_of
+from mimolab.train.checkpoints import LoopRNG, load_checkpoint, save_checkpoint, stop_if_not_finite
+from mimolab.train.lora import add_lora, has_lora
+from mimolab.train.stage import Stage
 from mimolab.train.tracking import Tracker, flops_per_token, mfu, peak_flops
 
 STATE_FILE = "trainer_state.pt"
@@ -106,11 +106,11 @@ class Trainer:
                  pad_id: int | None = None, *, tracker: Tracker | None = None, accelerator=None) -> None:
         self.model, self.stage, self.sampler = model, stage, sampler
         self.run_dir = Path(run_dir)
-        self.pad_id = model.config.pad_token_id if pad_id is None else pad_id
-        if stage.lora is not None and not _has_lora(model):
-            from mimolab.train.lora import add_lora
-
-            add_lora(model, **stage.lora)
+        self.pad_id = model.config.padding_id if pad_id is None else pad_id
+        self.rng = LoopRNG(stage.seed)  # the loop's own stream: the caller's global RNG is never touched
+        if stage.lora is not None and not has_lora(model):
+            with self.rng.active():  # lora_A's random start is the run's, not whatever ran before
+                add_lora(model, **stage.lora)
         model.set_gradient_checkpointing(stage.gradient_checkpointing)
         self.optimizer = torch.optim.AdamW(freeze_and_group(model, stage), weight_decay=stage.weight_decay,
                                            betas=(0.9, 0.95))
@@ -127,8 +127,6 @@ class Trainer:
         self._stream: Iterator[TokenizedSample] | None = None
         self._flops_per_token = flops_per_token(model.config, stage.row_tokens)
         self._peak = None
-        random.seed(stage.seed)
-        torch.manual_seed(stage.seed)
 
     @property
     def is_main(self) -> bool:
@@ -168,6 +166,10 @@ class Trainer:
         return contextlib.nullcontext()
 
     def train_step(self) -> dict:
+        with self.rng.active():
+            return self._train_step()
+
+    def _train_step(self) -> dict:
         self.model.train()
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * self.stage.lr_factor(self.step)
@@ -203,6 +205,7 @@ class Trainer:
             total = self._sum_across_processes(total)
         else:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, self.stage.grad_clip)
+        stop_if_not_finite(f"stage {self.stage.name!r}", self.step + 1, total, float(grad_norm), self.run_dir)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -251,58 +254,20 @@ class Trainer:
         """Main process writes; the others wait, so no process runs ahead of a half-written checkpoint."""
         final = self.run_dir / "checkpoints" / f"step-{self.step:06d}"
         if self.is_main:
-            with atomic_directory(final) as tmp:  # a re-run writing the same step replaces it whole
-                save_model(self.model, tmp / "model")
-                state = {"step": self.step, "optimizer": self.optimizer.state_dict(),
-                         "sampler": self.sampler.state_dict(), "pending": self.pending,
-                         "rng": {"python": random.getstate(), "torch": torch.get_rng_state()}}
-                torch.save(state, tmp / STATE_FILE)
+            save_checkpoint(self.run_dir, self.step, self.model, {
+                "step": self.step, "optimizer": self.optimizer.state_dict(), "sampler": self.sampler.state_dict(),
+                "pending": self.pending, "rng": {"torch": self.rng.state}}, STATE_FILE)
         if self.world > 1:
             self.accelerator.wait_for_everyone()
         return final
 
-    @staticmethod
-    def latest_checkpoint(run_dir: str | Path) -> Path | None:
-        found = sorted((Path(run_dir) / "checkpoints").glob("step-*"))
-        return found[-1] if found else None
-
     def resume(self, checkpoint: str | Path | None = None) -> bool:
         """Load the latest (or a given) checkpoint of this run; False when there is none."""
-        checkpoint = Path(checkpoint) if checkpoint else self.latest_checkpoint(self.run_dir)
-        if checkpoint is None:
+        state = load_checkpoint(self.run_dir, self.model, STATE_FILE, checkpoint)
+        if state is None:
             return False
-        load_model_into(self.model, checkpoint / "model")
-        state = torch.load(checkpoint / STATE_FILE, weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
         self.pending, self.step, self._stream = state["pending"], state["step"], None
-        random.setstate(state["rng"]["python"])
-        torch.set_rng_state(state["rng"]["torch"])
+        self.rng.state = state["rng"]["torch"]
         return True
-
-
-def save_model(model: MiMoVL, path: Path) -> None:
-    """The model in Qwen2.5-VL format; with LoRA, the base weights plus the adapters in peft's format
-    (``path/adapter``), which is what transformers + peft load."""
-    model.save_pretrained(path)  # base weights only: save_pretrained leaves adapters out
-    if _has_lora(model):
-        from mimolab.train.lora import save_lora
-
-        save_lora(model, path / "adapter")
-
-
-def _has_lora(model: MiMoVL) -> bool:
-    return any(".lora_" in name for name, _ in model.named_parameters())
-
-
-def load_model_into(model: MiMoVL, path: Path) -> None:
-    """Copy a checkpoint saved by ``save_model`` into ``model`` in place (optimizer references stay valid)."""
-    loaded = MiMoVL.from_pretrained(path, dtype=model.dtype)
-    if _has_lora(model):
-        from mimolab.train.lora import load_lora
-
-        load_lora(loaded, path / "adapter")
-    target = model.state_dict()
-    with torch.no_grad():
-        for name, tensor in loaded.state_dict().items():
-            target[name].copy_(tensor)

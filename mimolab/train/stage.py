@@ -8,20 +8,16 @@ optimizer state, weights bit-identical after the stage.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
+from mimolab.model.vlm import PARTS
+from mimolab.settings import check_keys, check_value, load_run_file
 
 if TYPE_CHECKING:
     from mimolab.data.world import Difficulty
-
-PARTS = ("vision", "projector", "llm")
-STAGE_DIR = Path(__file__).resolve().parents[2] / "experiments" / "pretrain"
-
 
 @dataclass(frozen=True)
 class Stage:
@@ -54,11 +50,21 @@ class Stage:
     images_per_step: int = 32
 
     def __post_init__(self) -> None:
+        """Refuse nonsense when the stage is made (loaded), before any step or checkpoint."""
+        source = f"stage {self.name!r}"
         unknown = set(self.lr) - set(PARTS)
         if unknown:
-            raise ValueError(f"unknown trainable parts {sorted(unknown)}; parts are {PARTS}")
-        if self.steps < 1 or self.rows_per_step < 1 or self.row_tokens < 1:
-            raise ValueError(f"stage {self.name!r}: steps, rows_per_step and row_tokens must be positive")
+            raise ValueError(f"{source}: unknown trainable parts {sorted(unknown)}; parts are {PARTS}")
+        for part, lr in self.lr.items():
+            check_value(source, f"lr.{part}", lr, above=0, high=1)  # Adam at lr > 1 is no training
+        for name in ("steps", "rows_per_step", "row_tokens", "checkpoint_every", "images_per_step"):
+            check_value(source, name, getattr(self, name), integer=True, low=1)
+        check_value(source, "warmup_steps", self.warmup_steps, integer=True, low=0)
+        check_value(source, "seed", self.seed, integer=True)
+        check_value(source, "min_lr_ratio", self.min_lr_ratio, low=0, high=1)
+        check_value(source, "weight_decay", self.weight_decay, low=0)
+        check_value(source, "grad_clip", self.grad_clip, above=0)
+        check_tasks(source, self.shares, self.eval_tasks, self.difficulty)
         if self.objective not in ("lm", "scene_labels"):
             raise ValueError(f"stage {self.name!r}: objective {self.objective!r}; choose 'lm' or 'scene_labels'")
         if self.loss_weighting not in ("token", "sample"):
@@ -76,29 +82,30 @@ class Stage:
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def part_of(param_name: str) -> str:
-    """Which part of MiMoVL a parameter belongs to (the projector lives at visual.merger)."""
-    if param_name.startswith("visual.merger."):
-        return "projector"
-    if param_name.startswith("visual."):
-        return "vision"
-    return "llm"
+def check_tasks(source: str, shares: dict[str, float], eval_tasks: tuple[str, ...] = (),
+                difficulty: Difficulty = 0.5) -> None:
+    """Token shares (or sampling weights) over known world tasks, non-negative, not all zero; eval
+    tasks known; difficulties in [0, 1]. An eval-task typo must fail now, not after training."""
+    from mimolab.data.world import TASKS, task_difficulty
 
-
-def load_profiled_yaml(path: Path, profile: str, **overrides: Any) -> dict:
-    """A run file's settings at ``profile``: top-level keys are defaults, ``profiles.<profile>`` overrides them."""
-    spec = yaml.safe_load(path.read_text())
-    per_profile = spec.pop("profiles", {}) or {}
-    if profile not in per_profile:
-        raise KeyError(f"{path.stem!r} has no settings for profile {profile!r}; it has {sorted(per_profile)}")
-    return {**spec, **(per_profile[profile] or {}), **overrides}
-
-
-def check_keys(spec: dict, cls: type, source: str) -> None:
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(spec) - fields)
+    unknown = sorted((set(shares) | set(eval_tasks)) - set(TASKS))
     if unknown:
-        raise ValueError(f"{source}: unknown keys {unknown}; a {cls.__name__} has {sorted(fields)}")
+        raise ValueError(f"{source}: unknown tasks {unknown}; tasks are {sorted(TASKS)}")
+    for task, share in shares.items():
+        check_value(source, f"share of {task}", share, low=0)
+    if shares and not sum(shares.values()) > 0:
+        raise ValueError(f"{source}: the token shares sum to 0; give some task a positive share")
+    for task in set(shares) | set(eval_tasks):
+        check_value(source, f"difficulty of {task}", task_difficulty(difficulty, task), low=0, high=1)
+
+
+def _number(value: Any) -> Any:
+    """YAML reads ``1e-3`` (no dot) as a string: make it the float it means; anything else is left
+    for the stage's checks to name."""
+    try:
+        return float(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
 
 
 def load_stage(name_or_path: str | Path, profile: str, **overrides: Any) -> Stage:
@@ -107,23 +114,16 @@ def load_stage(name_or_path: str | Path, profile: str, **overrides: Any) -> Stag
     The file's top-level keys are the defaults; ``profiles.<profile>`` overrides them. ``tokens``
     (a token budget) may stand in for ``steps``: steps = tokens / (row_tokens * rows_per_step).
     """
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = STAGE_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
-        known = sorted(p.stem for p in STAGE_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"no stage file {path}; stages under {STAGE_DIR}: {known}")
     try:
-        spec = load_profiled_yaml(path, profile, **overrides)
+        spec = load_run_file("pretrain", name_or_path, profile, **overrides)
     except KeyError as err:
         raise KeyError(f"stage {err.args[0]}") from None
-    spec.setdefault("name", path.stem)
     tokens = spec.pop("tokens", None)
-    check_keys(spec, Stage, path.name)
+    check_keys(spec, Stage, f"stage {spec['name']!r}")
     if tokens is not None and "steps" not in spec:
         per_step = spec.get("row_tokens", Stage.row_tokens) * spec.get("rows_per_step", Stage.rows_per_step)
         spec["steps"] = max(1, round(float(tokens) / per_step))
-    spec["lr"] = {k: float(v) for k, v in spec.get("lr", {}).items()}
+    spec["lr"] = {k: _number(v) for k, v in spec.get("lr", {}).items()}
     if "eval_tasks" in spec:
         spec["eval_tasks"] = tuple(spec["eval_tasks"])
     return Stage(**spec)

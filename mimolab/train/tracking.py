@@ -120,6 +120,24 @@ class Tracker:
         self.finish()
 
 
+def read_metrics(run_dir: str | Path, key: str = "step") -> list[dict]:
+    """A run's per-step records from ``metrics.jsonl`` (those holding ``key``), one per step in step
+    order. A resumed run logs again the steps after its last checkpoint: the later record wins (it is
+    the one the run's weights come from), so no step counts twice. A line a kill cut short is skipped."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    last: dict[int, dict] = {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "step" in record and key in record:
+            last[record["step"]] = record
+    return [last[step] for step in sorted(last)]
+
+
 # ---------------------------------------------------------------- MFU
 def _count(config, part: str) -> int:
     from mimolab.model.vlm import MiMoVL

@@ -38,8 +38,9 @@ from mimolab.data.world import generate
 from mimolab.data.world.charts import ITEMS, entry_boxes
 from mimolab.data.world.scene import COLORS, SHAPES, SIZES, Obj, draw_obj
 from mimolab.eval.harness import HELD_OUT
-from mimolab.model.checkpoint import atomic_directory
+from mimolab.eval.results import TaskScore
 from mimolab.model.vlm import MiMoVL
+from mimolab.train.checkpoints import LoopRNG, load_checkpoint, save_checkpoint, stop_if_not_finite
 from mimolab.train.stage import Stage
 from mimolab.train.tracking import Tracker
 
@@ -203,8 +204,8 @@ class VisionWarmup:
         self.params = vision_parameters(model)
         for param in self.params:
             param.requires_grad_(True)
-        torch.manual_seed(stage.seed)
-        self.heads = SceneHeads(model.config.vision.hidden_size).to(model.device)
+        with LoopRNG(stage.seed).active():  # the heads' start is the stage's, and the caller's RNG stays put
+            self.heads = SceneHeads(model.config.vision.hidden_size).to(model.device)
         self.optimizer = torch.optim.AdamW([{"params": self.params}, {"params": self.heads.parameters()}],
                                            lr=stage.lr["vision"], weight_decay=stage.weight_decay, betas=(0.9, 0.95))
         self.step = 0
@@ -223,6 +224,7 @@ class VisionWarmup:
         loss, accuracy = scene_loss(self.model, self.heads, batch)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params + list(self.heads.parameters()), self.stage.grad_clip)
+        stop_if_not_finite(f"stage {self.stage.name!r}", self.step + 1, loss.item(), float(grad_norm), self.run_dir)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -252,7 +254,7 @@ class VisionWarmup:
         return history
 
     @torch.no_grad()
-    def evaluate(self, steps: int = 4) -> list[dict]:
+    def evaluate(self, steps: int = 4) -> list[TaskScore]:
         """Held-out images (world indices from ``HELD_OUT``): each attribute's accuracy on object tokens, the
         counts' exact-match rate on scenes, each chart label's accuracy on tokens of a bar or row, each beside
         chance (the most common class or count: per label, per count)."""
@@ -283,26 +285,17 @@ class VisionWarmup:
             n = truth.numel()
             stderr = (score * (1 - score) / n) ** 0.5
             metric = "exact per count" if name == "scene counts" else "token accuracy"
-            rows.append({"task": name, "metric": metric, "score": score, "stderr": stderr, "chance": chance, "n": n,
-                         "z": round((score - chance) / stderr, 2) if stderr else None})
+            rows.append(TaskScore(name, metric, score, stderr, chance, n, decoding="argmax of the heads"))
         return rows
 
     def save_checkpoint(self) -> Path:
-        final = self.run_dir / "checkpoints" / f"step-{self.step:06d}"
-        with atomic_directory(final) as tmp:
-            self.model.save_pretrained(tmp / "model")
-            torch.save({"step": self.step, "heads": self.heads.state_dict(), "optimizer": self.optimizer.state_dict()},
-                       tmp / STATE_FILE)
-        return final
+        return save_checkpoint(self.run_dir, self.step, self.model, {
+            "step": self.step, "heads": self.heads.state_dict(), "optimizer": self.optimizer.state_dict()}, STATE_FILE)
 
     def resume(self) -> bool:
-        found = sorted((self.run_dir / "checkpoints").glob("step-*"))
-        if not found:
+        state = load_checkpoint(self.run_dir, self.model, STATE_FILE)
+        if state is None:
             return False
-        from mimolab.train.loop import load_model_into
-
-        load_model_into(self.model, found[-1] / "model")
-        state = torch.load(found[-1] / STATE_FILE, weights_only=False)
         self.heads.load_state_dict(state["heads"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]

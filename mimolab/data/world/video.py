@@ -9,7 +9,8 @@ seconds (patch boundaries), above it on any half second.
 Questions: temporal grounding, 'When is the red circle visible?', answered in seconds ``[1.0, 3.0]``
 or, when the prompt asks for it, as ``[mm:ss, mm:ss]`` (``[00:01, 00:03]``, half seconds as
 ``00:02.5``); or a caption with timestamps that lists every event in order of its start. ``answer``
-holds the span (seconds) and the label; ``parse_span`` reads either written form back.
+holds the span (seconds) and the label; ``mimolab.eval.answers.parse_span`` (the evaluation's and the
+rewards' reader) reads either written form back.
 
 Difficulty in [0, 1] scales the number of frames (4 to 12, always even: whole temporal patches),
 the span resolution, and adds a second moving object (probability difficulty / 2) in its own lane.
@@ -18,7 +19,6 @@ the span resolution, and adds a second moving object (probability difficulty / 2
 from __future__ import annotations
 
 import random
-import re
 
 from mimolab.data.world.scene import COLORS, Obj, Sample, assistant, draw_obj, random_obj, render, scaled, user
 
@@ -40,17 +40,6 @@ def format_span(span: list[float], style: str = "seconds") -> str:
     if style == "clock":
         return f"[{clock(span[0])}, {clock(span[1])}]"
     return f"[{span[0]:.1f}, {span[1]:.1f}]"
-
-
-def _seconds(token: str) -> float:
-    minutes, _, rest = token.rpartition(":")
-    return 60 * int(minutes or 0) + float(rest)
-
-
-def parse_span(text: str) -> list[float] | None:
-    """The first '[a, b]' span in ``text``, in seconds, in either written form; None if there is none."""
-    match = re.search(r"\[\s*((?:\d+:)?\d+(?:\.\d+)?)\s*,\s*((?:\d+:)?\d+(?:\.\d+)?)\s*\]", text)
-    return [_seconds(match.group(1)), _seconds(match.group(2))] if match else None
 
 
 def _visible_frames(rng: random.Random, n_frames: int, whole_seconds: bool) -> tuple[int, int]:

@@ -1,5 +1,5 @@
-"""The pre-training pipeline: stages from ``experiments/pretrain/*.yaml``, each starting from the
-previous stage's final checkpoint, one run directory for the lot.
+"""Running a pre-training stage and the stages it starts from: ``experiments/pretrain/*.yaml``, each
+from the previous stage's final checkpoint, one run directory for the lot.
 
     run_dir/
       processor/                      the world tokenizer + image/video settings (made once)
@@ -8,7 +8,7 @@ previous stage's final checkpoint, one run directory for the lot.
       <stage>/checkpoints/step-N/     model (Qwen2.5-VL format) + trainer_state.pt: resumable
       <stage>/final/                  model + processor: loads in mimolab and transformers
       <stage>/eval.json               held-out scores on the stage's target tasks
-      report.md, figures/             written by ``mimolab.train.report``
+      report.md, figures/             written by ``mimolab.pipeline.report``
 
 Re-running a stage whose ``final/`` exists returns it; a stage killed half-way resumes from its
 last checkpoint with the losses an uninterrupted run would have had.
@@ -17,8 +17,6 @@ last checkpoint with the losses an uninterrupted run would have had.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +25,17 @@ import yaml
 
 from mimolab.config import MiMoVLConfig
 from mimolab.data.pipeline import world_mixture, world_processor, world_tokenizer
-from mimolab.data.world import TASKS
+from mimolab.eval.harness import evaluate
+from mimolab.eval.results import TaskScore, load_scores, save_scores
 from mimolab.model.checkpoint import atomic_directory
 from mimolab.model.vlm import MiMoVL
 from mimolab.processing import MiMoVLProcessor
+from mimolab.settings import check_value, run_file, runs_root
+from mimolab.train.checkpoints import LoopRNG, save_final
 from mimolab.train.loop import Trainer
-from mimolab.train.stage import STAGE_DIR, Stage, load_stage
+from mimolab.train.stage import Stage, load_stage
 from mimolab.train.tracking import Tracker
+from mimolab.train.vision_warmup import VisionWarmup
 
 STAGES = ("stage0_llm", "stage0_vision", "stage1_projector", "stage2_alignment", "stage3_multimodal", "stage4_long_context")
 
@@ -44,12 +46,14 @@ class StageResult:
     stage: Stage
     final: Path  # the stage's final checkpoint directory
     history: list[dict]  # this process's records (empty when the stage was already done)
-    eval: list[dict]  # held-out scores on the stage's eval_tasks (may be empty)
+    eval: list[TaskScore]  # held-out scores on the stage's eval_tasks (may be empty)
 
 
-def runs_root() -> Path:
-    """``$MIMOLAB_RUNS``, by default the repository's ``runs/``: every run directory lives below it."""
-    return Path(os.environ.get("MIMOLAB_RUNS", STAGE_DIR.parents[1] / "runs"))
+def check_eval_n(name: str, n: int, allow_zero: bool = False) -> None:
+    """A held-out sample count: at least 2 (a mean and its standard error), or 0 for none where allowed."""
+    if allow_zero and n == 0:
+        return
+    check_value("pipeline", name, n, integer=True, low=2)
 
 
 def default_run_dir(profile: str) -> Path:
@@ -59,7 +63,7 @@ def default_run_dir(profile: str) -> Path:
 
 def stages_for(profile: str) -> list[str]:
     """The pipeline's stages that have settings for ``profile`` (stage 0 exists for small profiles only)."""
-    return [name for name in STAGES if profile in (yaml.safe_load((STAGE_DIR / f"{name}.yaml").read_text())
+    return [name for name in STAGES if profile in (yaml.safe_load(run_file("pretrain", name).read_text())
                                                    .get("profiles") or {})]
 
 
@@ -72,22 +76,12 @@ def get_processor(run_dir: Path) -> MiMoVLProcessor:
     return MiMoVLProcessor.from_pretrained(path)
 
 
-def save_final(model: MiMoVL, processor: MiMoVLProcessor, path: Path) -> Path:
-    """Model and processor into one directory, atomically (a reader never sees half of it)."""
-    from mimolab.train.loop import save_model
-
-    with atomic_directory(path) as tmp:
-        save_model(model, tmp)  # (save_pretrained writes its own temporary directory and puts it at tmp)
-        processor.save_pretrained(tmp)
-    return path
-
-
 def initial_model(stage: Stage, profile: str, run_dir: Path, **run_kwargs) -> MiMoVL:
     """Fresh weights (seeded), the final checkpoint of a named earlier stage (run first if
     missing), or a checkpoint directory."""
     if stage.init_from is None:
-        torch.manual_seed(stage.seed)
-        return MiMoVL(MiMoVLConfig.from_name(profile))
+        with LoopRNG(stage.seed).active():  # seeded weights, without moving the caller's RNG
+            return MiMoVL(MiMoVLConfig.from_name(profile))
     if stage.init_from in STAGES:
         return MiMoVL.from_pretrained(run_stage(stage.init_from, profile, run_dir, **run_kwargs).final)
     path = Path(stage.init_from).expanduser()
@@ -98,9 +92,12 @@ def initial_model(stage: Stage, profile: str, run_dir: Path, **run_kwargs) -> Mi
 
 def run_stage(name: str, profile: str = "cpu", run_dir: str | Path | None = None, *, tracking: str | None = None,
               progress: bool = True, eval_n: int = 0, accelerator=None, log=None, **overrides) -> StageResult:
-    """Train one stage (after the stages it starts from), evaluate it, and return its final checkpoint."""
+    """Train one stage (after the stages it starts from), evaluate it, and return its final checkpoint.
+    ``name``: a stage of ``experiments/pretrain`` or the path of a stage YAML file (its stem names it)."""
+    check_eval_n("eval_n", eval_n, allow_zero=True)
     run_dir = Path(run_dir) if run_dir else default_run_dir(profile)
     stage = load_stage(name, profile, **overrides)
+    name = stage.name
     stage_dir = run_dir / name
     final = stage_dir / "final"
     kwargs = dict(tracking=tracking, progress=progress, accelerator=accelerator)
@@ -130,9 +127,9 @@ def run_stage(name: str, profile: str = "cpu", run_dir: str | Path | None = None
         if is_main:
             tracker.summary({"skipped_records": dict(sampler.skips.counts)})
             scores = _evaluate(model, processor, stage, eval_n, progress)
-            (stage_dir / "eval.json").write_text(json.dumps(scores, indent=2))
+            save_scores(scores, stage_dir / "eval.json")
             if scores:
-                tracker.log({f"eval/{row['task']}": row["score"] for row in scores})
+                tracker.log({f"eval/{row.task}": row.score for row in scores})
             save_final(model, processor, final)
     if accelerator is not None:
         accelerator.wait_for_everyone()
@@ -142,59 +139,23 @@ def run_stage(name: str, profile: str = "cpu", run_dir: str | Path | None = None
 def _warm_up_vision(model: MiMoVL, processor: MiMoVLProcessor, stage: Stage, stage_dir: Path, tracker: Tracker,
                     eval_n: int, progress: bool, log) -> list[dict]:
     """The small profiles' vision warm-up (one process): train, score the held-out scenes, save."""
-    from mimolab.train.vision_warmup import VisionWarmup
-
     with tracker:
         warmup = VisionWarmup(model, stage, processor.image_processor, stage_dir, tracker)
         warmup.resume()
         history = warmup.train(progress=progress, log=log)
         scores = warmup.evaluate() if eval_n else []
-        (stage_dir / "eval.json").write_text(json.dumps(scores, indent=2))
-        tracker.log({f"eval/{row['task']}": row["score"] for row in scores})
+        save_scores(scores, stage_dir / "eval.json")
+        tracker.log({f"eval/{row.task}": row.score for row in scores})
         save_final(model, processor, stage_dir / "final")
     return history
 
 
-def _evaluate(model: MiMoVL, processor: MiMoVLProcessor, stage: Stage, n: int, progress: bool) -> list[dict]:
+def _evaluate(model: MiMoVL, processor: MiMoVLProcessor, stage: Stage, n: int, progress: bool) -> list[TaskScore]:
     if not n or not stage.eval_tasks:
         return []
-    from mimolab.eval import evaluate
-
-    return [row.as_dict() for row in evaluate(model, processor, list(stage.eval_tasks), n=n, seed=stage.seed,
-                                              difficulty=stage.difficulty, progress=progress)]
+    return evaluate(model, processor, list(stage.eval_tasks), n=n, seed=stage.seed, difficulty=stage.difficulty,
+                    progress=progress)
 
 
-def _read_eval(stage_dir: Path) -> list[dict]:
-    path = stage_dir / "eval.json"
-    return json.loads(path.read_text()) if path.exists() else []
-
-
-def run_pipeline(profile: str = "cpu", run_dir: str | Path | None = None, *, tracking: str | None = None,
-                 progress: bool = True, eval_n: int = 32, final_eval_n: int | None = None, morl: bool = True,
-                 morl_eval_n: int | None = None, studies_dir: str | Path | None = None) -> Path:
-    """Every stage of the profile, the held-out evaluation on all tasks, MORL (GRPO from the last
-    stage, RL tasks scored before and after on ``morl_eval_n`` samples each; ``morl=False`` stops
-    before it) and the report, which ends with the studies' summary read from ``studies_dir`` (default
-    ``experiments/results``)."""
-    from mimolab.eval import evaluate
-    from mimolab.rl.morl import run_morl
-    from mimolab.studies import RESULTS_DIR
-    from mimolab.train.report import write_report
-
-    run_dir = Path(run_dir) if run_dir else default_run_dir(profile)
-    results = [run_stage(name, profile, run_dir, tracking=tracking, progress=progress, eval_n=eval_n)
-               for name in stages_for(profile)]
-    final_scores = run_dir / "final_eval.json"
-    if not final_scores.exists():
-        last, n = results[-1], final_eval_n or eval_n
-        # the last stage already scored its own tasks on these very samples (same model, seed, n, difficulty)
-        done = {row["task"]: row for row in last.eval if row["n"] == n and last.stage.seed == 0}
-        model = MiMoVL.from_pretrained(last.final)
-        scores = {row.task: row.as_dict() for row in evaluate(
-            model, MiMoVLProcessor.from_pretrained(last.final), [t for t in TASKS if t not in done], n=n,
-            difficulty=last.stage.difficulty, progress=progress)}
-        final_scores.write_text(json.dumps([scores.get(t) or done[t] for t in TASKS], indent=2))
-    rl = run_morl(profile, results[-1].final, run_dir / "morl", tracking=tracking, progress=progress,
-                  eval_n=morl_eval_n or final_eval_n or eval_n) if morl else None
-    return write_report(run_dir, profile, results, json.loads(final_scores.read_text()), rl,
-                        studies_dir=Path(studies_dir) if studies_dir else RESULTS_DIR)
+def _read_eval(stage_dir: Path) -> list[TaskScore]:
+    return load_scores(stage_dir / "eval.json")

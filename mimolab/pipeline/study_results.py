@@ -1,0 +1,187 @@
+"""What a study's runs say: per-arm means over seeds, Welch's test between arms, the results files
+(``<study>.json``, ``.md``, ``.png``) and the pipeline report's summary of every study.
+
+A run's curve is a list of records, one per measurement: ``{"step" or "tokens", "rollouts",
+"score/<task>": ..., ...}``; ``runs[arm][seed]`` is that list. The tests use each seed's last
+measured score; p >= 0.05 is reported as not significant.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from mimolab.settings import RESULTS_DIR
+from mimolab.train.tracking import read_metrics
+
+Runs = dict[str, dict[int, list[dict]]]  # arm -> seed -> curve
+STUDIES = {"long_cot": "notebook 09", "grpo_modes": "notebook 10", "interference": "notebook 11"}
+
+
+def welch(a: list[float], b: list[float]) -> dict[str, float | None]:
+    """Difference of means (b - a), Welch's t and its two-sided p (None when either arm has no spread)."""
+    from scipy import stats
+
+    diff = sum(b) / len(b) - sum(a) / len(a)
+    if len(a) < 2 or len(b) < 2 or (max(a) == min(a) and max(b) == min(b)):
+        return {"diff": diff, "t": None, "p": None}
+    result = stats.ttest_ind(b, a, equal_var=False)
+    return {"diff": diff, "t": float(result.statistic), "p": float(result.pvalue)}
+
+
+def mean_sd(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1))
+
+
+def final_scores(runs: Runs, task: str) -> dict[str, list[float]]:
+    """Per arm, each seed's last measured held-out score on ``task``."""
+    return {arm: [curve[-1][f"score/{task}"] for curve in seeds.values() if f"score/{task}" in curve[-1]]
+            for arm, seeds in runs.items()}
+
+
+def summarise(runs: Runs, tasks: list[str], comparisons: list[tuple[str, str]]) -> dict:
+    """Mean ± sd over seeds per arm and task, and Welch tests for each (baseline, other) pair."""
+    table, tests = [], []
+    for task in tasks:
+        finals = final_scores(runs, task)
+        for arm, values in finals.items():
+            if values:
+                mean, sd = mean_sd(values)
+                table.append({"task": task, "arm": arm, "mean": mean, "sd": sd, "seeds": len(values)})
+        for base, other in comparisons:
+            if finals.get(base) and finals.get(other):
+                tests.append({"task": task, "baseline": base, "arm": other, **welch(finals[base], finals[other])})
+    return {"table": table, "tests": tests}
+
+
+def verdict(test: dict) -> str:
+    if test["p"] is None:
+        return "no spread across seeds: no test"
+    word = "higher" if test["diff"] > 0 else "lower"
+    what = f"{word} by {abs(test['diff']):.3f}"
+    if round(test["diff"], 3) == 0:  # a float difference of ~1e-17 would read "lower by 0.000"
+        what = "the same to 3 decimals"
+    if test["p"] < 0.05:
+        return f"{what} (Welch p = {test['p']:.3f}): significant"
+    return f"{what} (Welch p = {test['p']:.2f}): not significant"
+
+
+def _chance(result: dict, task: str) -> str:
+    """The task's chance level as a table cell ('-' in results written before chance was recorded)."""
+    chance = result.get("chance", {})
+    return f"{chance[task]:.3f}" if task in chance else "-"
+
+
+def markdown(name: str, result: dict) -> str:
+    lines = [f"# Study `{name}` (profile `{result['profile']}`)", "", result.get("what", ""), "",
+             "| task | arm | final score (mean ± sd over seeds) | chance | seeds |", "|---|---|---|---|---|"]
+    lines += [f"| {r['task']} | {r['arm']} | {r['mean']:.3f} ± {r['sd']:.3f} | {_chance(result, r['task'])} | "
+              f"{r['seeds']} |" for r in result["table"]]
+    lines += ["", "| task | arm vs baseline | difference | Welch t | p | reading |", "|---|---|---|---|---|---|"]
+    for t in result["tests"]:
+        tt = "-" if t["t"] is None else f"{t['t']:.2f}"
+        p = "-" if t["p"] is None else f"{t['p']:.3f}"
+        lines.append(f"| {t['task']} | {t['arm']} vs {t['baseline']} | {t['diff']:+.3f} | {tt} | {p} | {verdict(t)} |")
+    return "\n".join(lines) + "\n"
+
+
+def curves_figure(runs: Runs, tasks: list[str], x: str, path: Path, title: str,
+                  chance: dict[str, float] | None = None) -> Path:
+    """Held-out score against ``x`` per arm, mean and band over seeds; chance as a dashed line."""
+    import matplotlib.ticker
+    import pandas as pd
+    import seaborn as sns
+
+    frame = pd.DataFrame([{"arm": arm, "seed": seed, x: r[x], "task": task, "score": r[f"score/{task}"]}
+                          for arm, seeds in runs.items() for seed, curve in seeds.items() for r in curve
+                          for task in tasks if f"score/{task}" in r])
+    fig = Figure(figsize=(3.6 * len(tasks), 3.2))  # no pyplot: a library leaves no figure open
+    axes = fig.subplots(1, len(tasks), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        part = frame[frame["task"] == task] if len(frame) else frame
+        if len(part):
+            sns.lineplot(part, x=x, y="score", hue="arm", errorbar="sd", marker="o", ax=ax)
+        if chance and task in chance:
+            ax.axhline(chance[task], color="grey", linestyle="--", linewidth=1, label="chance")
+        ax.set(title=task, ylim=(0, 1))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())  # 400k, not 400000
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def training_figure(runs_dir: Path, arms: list[str], seeds: list[int], path: Path, title: str) -> Path | None:
+    """GRPO studies: training reward and response length per task against step, per arm (mean and band
+    over seeds), from each run's ``metrics.jsonl`` (a step repeated after a resume counts once). None
+    when no run has logged a step."""
+    import pandas as pd
+    import seaborn as sns
+
+    rows = []
+    for arm in arms:
+        for seed in seeds:
+            for r in read_metrics(runs_dir / f"{arm}-seed{seed}"):
+                tasks = [k.removeprefix("reward/") for k in r if k.startswith("reward/")]
+                rows += [{"arm": arm, "seed": seed, "step": r["step"], "task": task, "reward": r[f"reward/{task}"],
+                          "response length": r.get(f"response_length/{task}")} for task in tasks]
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows)
+    tasks = sorted(frame["task"].unique())
+    fig = Figure(figsize=(3.6 * len(tasks), 5.8))
+    axes = fig.subplots(2, len(tasks), squeeze=False)
+    for col, task in enumerate(tasks):
+        part = frame[frame["task"] == task]
+        for row, y in enumerate(("reward", "response length")):
+            sns.lineplot(part, x="step", y=y, hue="arm", errorbar="sd", ax=axes[row][col], legend=col == 0 and row == 0)
+            axes[row][col].set(title=task if row == 0 else "")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def write_study(name: str, result: dict, runs: Runs, tasks: list[str], x: str, out: Path = RESULTS_DIR) -> dict[str, Path]:
+    """``out/<name>.json`` (the result and every run's curve), ``.md`` and ``.png``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / f"{name}.json", "md": out / f"{name}.md", "png": out / f"{name}.png"}
+    paths["json"].write_text(json.dumps({**result, "runs": {a: {str(s): c for s, c in v.items()} for a, v in runs.items()}},
+                                        indent=2))
+    paths["md"].write_text(markdown(name, result) + f"\n![{name}]({name}.png)\n")
+    curves_figure(runs, tasks, x, paths["png"], f"{name}: held-out score ({result['profile']})", result.get("chance"))
+    return paths
+
+
+def studies_summary(results_dir: Path = RESULTS_DIR) -> list[str]:
+    """Markdown lines for the pipeline report: every comparison of every study with results in
+    ``results_dir`` (with the profile they were run at), and the command for those not yet run."""
+    lines = ["## Studies", "", "From `experiments/results/<study>.json` (written by the study notebooks or "
+             "`mimolab study NAME`); mean over seeds, Welch's test across seeds.", "",
+             "| study | profile | task | arm vs baseline | arm | baseline | chance | difference | p | reading |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    missing = []
+    for name, notebook in STUDIES.items():
+        path = results_dir / f"{name}.json"
+        if not path.exists():
+            missing.append(f"`{name}` ({notebook}; `mimolab study {name} --profile cpu`)")
+            continue
+        result = json.loads(path.read_text())
+        means = {(r["task"], r["arm"]): r["mean"] for r in result["table"]}
+        for t in result["tests"]:
+            p = "-" if t["p"] is None else f"{t['p']:.3f}"
+            lines.append(f"| {name} | {result['profile']} | {t['task']} | {t['arm']} vs {t['baseline']} | "
+                         f"{means[t['task'], t['arm']]:.2f} | {means[t['task'], t['baseline']]:.2f} | "
+                         f"{_chance(result, t['task'])} | "
+                         f"{t['diff']:+.3f} | {p} | {verdict(t)} |")
+    if missing:
+        lines += ["", f"Not run yet: {', '.join(missing)}."]
+    return lines + [""]
+
+
+__all__ = ["STUDIES", "final_scores", "markdown", "mean_sd", "studies_summary", "summarise", "verdict", "welch",
+           "write_study"]

@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from mimolab.eval.answers import final_answer, parse_box_text, parse_boxes, parse_click, parse_json_list
+from mimolab.model.checkpoint import CheckpointError, check_tokenizer, read_config
 from mimolab.processing import resized_size
 from mimolab.settings import runs_root
 from mimolab.tokenizer import split_thinking
@@ -38,10 +39,10 @@ def find_marks(answer: str) -> list[Mark]:
     (labelled by its JSON object's ``label`` or ``text``), Qwen2-VL box text, JSON ``point_2d`` points,
     and the ``click(x, y)`` a GUI reply is scored on."""
     items = parse_json_list(answer)
-    labels = {tuple(float(v) for v in item["bbox_2d"]): _label(item)
-              for item in items if _numbers(item.get("bbox_2d"), 4)}
+    labels = {tuple(box): label for box, label in parse_box_text(answer)}
+    labels.update({tuple(float(v) for v in item["bbox_2d"]): _label(item)
+                   for item in items if _numbers(item.get("bbox_2d"), 4)})
     marks = [Mark("box", tuple(box), labels.get(tuple(box), "")) for box in parse_boxes(answer)]
-    marks += [Mark("box", tuple(box), label) for box, label in parse_box_text(answer)]
     marks += [Mark("point", tuple(float(v) for v in item["point_2d"]), _label(item))
               for item in items if _numbers(item.get("point_2d"), 2)]
     click = parse_click(answer)
@@ -83,10 +84,6 @@ def draw_marks(image: Image.Image, marks: list[Mark], view_size: tuple[int, int]
 
 
 # ------------------------------------------------------------------------------------ checkpoints
-class CheckpointError(ValueError):
-    """A directory that is not a loadable mimolab / Qwen2.5-VL checkpoint with its processor."""
-
-
 def latest_checkpoint(root: str | Path | None = None) -> Path | None:
     """The newest model directory (config.json and a tokenizer beside it) under ``root`` (default
     ``$MIMOLAB_RUNS``, else the repository's ``runs/``): the last pipeline stage's ``final``, say."""
@@ -99,12 +96,15 @@ def latest_checkpoint(root: str | Path | None = None) -> Path | None:
 
 def load_checkpoint(path: str | Path, progress=None):
     """(model, processor) from a directory; ``progress(fraction, message)`` as it goes. Raises
-    ``CheckpointError`` naming what is missing."""
+    ``CheckpointError`` naming what is missing, broken, or does not match (a tokenizer whose ids the
+    model cannot take: ``mimolab.model.checkpoint.check_tokenizer``), before any weight is read."""
     from mimolab.model.vlm import MiMoVL
     from mimolab.processing import MiMoVLProcessor
 
     path = Path(path).expanduser()
     say = progress or (lambda fraction, message: None)
+    if path.suffix == ".safetensors" or path.is_file():
+        raise CheckpointError(f"{path} is a file: give the checkpoint directory that holds it, {path.parent}")
     if not path.is_dir():
         raise CheckpointError(f"{path} is not a directory")
     missing = [f for f in ("config.json", "tokenizer.json") if not (path / f).exists()]
@@ -112,12 +112,17 @@ def load_checkpoint(path: str | Path, progress=None):
         missing.append("*.safetensors (the weights)")
     if missing:
         raise CheckpointError(f"{path} is not a checkpoint: it has no {', '.join(missing)}")
-    say(0.1, "reading the config and weights")
+    say(0.1, "reading the config and the processor")
+    try:
+        processor = MiMoVLProcessor.from_pretrained(path)
+        config = read_config(path)
+    except Exception as err:  # a broken file: say which directory and why, not a deep stack trace
+        raise CheckpointError(f"{path} could not be loaded: {type(err).__name__}: {err}") from err
+    check_tokenizer(config, processor.tokenizer, path)
+    say(0.2, "reading the weights")
     try:
         model = MiMoVL.from_pretrained(path).eval()
-        say(0.8, "loading the processor")
-        processor = MiMoVLProcessor.from_pretrained(path)
-    except Exception as err:  # a broken file: say which directory and why, not a deep stack trace
+    except Exception as err:
         raise CheckpointError(f"{path} could not be loaded: {type(err).__name__}: {err}") from err
     say(1.0, f"loaded {path} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters)")
     return model, processor

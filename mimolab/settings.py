@@ -91,6 +91,15 @@ def check_value(source: str, name: str, value: Any, *, integer: bool = False, lo
         raise ValueError(f"{source}: {name} = {value!r} is out of range; it must be {' and '.join(b for b in bounds if b)}")
 
 
+def as_number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string: make it the float it means; anything else is left
+    for the checks to name."""
+    try:
+        return float(value) if isinstance(value, str) else value
+    except ValueError:
+        return value
+
+
 def check_keys(spec: dict, cls: type, source: str) -> None:
     """Refuse keys that ``cls`` (a dataclass) has no field for, naming them and the fields it has."""
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -99,5 +108,5 @@ def check_keys(spec: dict, cls: type, source: str) -> None:
         raise ValueError(f"{source}: unknown keys {unknown}; a {cls.__name__} has {sorted(fields)}")
 
 
-__all__ = ["EXPERIMENTS", "PROFILES", "RESULTS_DIR", "check_keys", "check_value", "get_profile", "load_run_file",
+__all__ = ["EXPERIMENTS", "PROFILES", "RESULTS_DIR", "as_number", "check_keys", "check_value", "get_profile", "load_run_file",
            "relative_to_runs", "run_file", "runs_root"]

@@ -39,10 +39,20 @@ def wait_until_gone(processes: list[psutil.Process], within: float) -> list[psut
     return running(processes)
 
 
+def is_worker(process: psutil.Process) -> bool:
+    """A scoring worker: forked by a multiprocessing fork server (or, without one, spawned). Not the fork
+    server itself nor the resource tracker, which live as long as the process that started them."""
+    try:
+        parent = process.parent()
+        return "spawn_main" in " ".join(process.cmdline()) or parent is not None and "forkserver" in " ".join(
+            parent.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+
+
 def new_workers(before: set[int]) -> list[psutil.Process]:
-    """Pool workers started since ``before`` (not the resource tracker, which lives as long as pytest)."""
-    return [p for p in psutil.Process().children(recursive=True)
-            if p.pid not in before and "spawn_main" in " ".join(p.cmdline())]
+    """Pool workers started since ``before``."""
+    return [p for p in psutil.Process().children(recursive=True) if p.pid not in before and is_worker(p)]
 
 
 def test_closing_a_router_ends_every_reward_worker():
@@ -61,7 +71,7 @@ def test_stopping_the_service_ends_the_server_and_its_workers():
     with RewardServer(["format"]) as server, RemoteRewards(server.url) as client:
         assert client(["<think>a</think> 4", "4"]) == [1.0, 0.0]
         tree = [psutil.Process(server.process.pid), *psutil.Process(server.process.pid).children(recursive=True)]
-        assert any("spawn_main" in " ".join(p.cmdline()) for p in tree)  # the format reward's worker
+        assert any(is_worker(p) for p in tree)  # the format reward's worker
     assert wait_until_gone(tree, within=5) == []
 
 
@@ -104,7 +114,7 @@ def test_a_killed_owner_takes_its_reward_worker_and_server_along():
     """)
     tree = [psutil.Process(pid) for pid in pids]
     commands = [" ".join(p.cmdline()) for p in tree]
-    assert sum("spawn_main" in c for c in commands) == 2 and sum("mimolab.rl.service" in c for c in commands) == 1
+    assert sum(map(is_worker, tree)) == 2 and sum("mimolab.rl.service" in c for c in commands) == 1
     owner.send_signal(signal.SIGKILL)
     owner.wait()
     assert wait_until_gone(tree, within=20) == []

@@ -74,11 +74,11 @@ def test_truncation_never_splits_an_image(processor):
     ({"task": "x", "messages": [{"role": "user", "content": "hi"}]}, "no assistant turn"),
     ({"task": "x", "messages": [{"role": "user", "content": [{"type": "image", "image": "nope.png"}]},
                                 {"role": "assistant", "content": "a"}]}, "missing image"),
-    ({"_bad_json": "{oops"}, "not JSON"),
+    (BadRecord("not JSON", "{oops"), "not JSON"),  # what jsonl_source yields for a line that is not JSON
 ])
 def test_bad_records_name_their_reason(processor, record, reason, tmp_path):
     tokenize = record_tokenizer(processor, CFG, max_length=512)
-    record = dict(record, _base_dir=str(tmp_path)) if "messages" in record else record
+    record = dict(record, _base_dir=str(tmp_path)) if isinstance(record, dict) else record
     with pytest.raises(BadRecord) as err:
         tokenize(record, "src")
     assert err.value.reason == reason

@@ -4,7 +4,8 @@ Each source is an iterator factory ``start -> iterator of records`` (a synthetic
 a JSONL file...), so nothing has to fit in memory and a restarted job can skip straight to the
 next unseen record. At every step the sampler takes the source furthest below its target share of
 tokens so far (deterministic, no sampling noise), tokenises the record, and yields it. Records the
-tokeniser rejects (``BadRecord``) are skipped, counted per reason and logged, never fatal.
+tokeniser rejects (``BadRecord``), and items a source yields as a ``BadRecord`` (a line it could not
+read), are skipped, counted per reason and logged, never fatal.
 
 ``state_dict()`` / ``load_state_dict()`` hold how many records each source has consumed and how
 many tokens it has contributed: restoring them continues exactly where the stream stopped.
@@ -98,6 +99,8 @@ class MixtureSampler:
                 self.shares.pop(name)
                 continue
             try:
+                if isinstance(record, BadRecord):  # a source's item it could not read (a bad JSONL line)
+                    raise record
                 sample = self.tokenize(record, name)
             except BadRecord as err:
                 self.skips.skip(name, err)

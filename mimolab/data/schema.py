@@ -42,7 +42,9 @@ Reasoning records put the long chain of thought in the assistant turn (``<think>
 
 Bring your own data: write one such line per example into ``<name>.jsonl`` next to its
 ``images/`` (and ``videos/``) folder; paths may also be absolute. ``read_jsonl(path)`` yields the
-records with paths resolved against the file's folder without opening any image;
+records with paths resolved against the file's folder without opening any image, skipping and counting
+each line that is not such a record (``parse_line`` and ``check_record`` say why: the one reading of
+a line, which the training stream ``mimolab.data.sources.jsonl_source`` shares);
 ``load_media(record)`` returns a copy with PIL images and frame lists in place of the paths;
 ``write_jsonl(samples, out_dir, name)`` writes world samples in this format.
 Reading and writing never import torch; ``load_media`` does (through ``mimolab.processing``).
@@ -57,6 +59,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from mimolab.data.mixture import BadRecord, SkipCounter
 from mimolab.data.world.scene import Sample
 
 
@@ -117,21 +120,106 @@ def write_jsonl(samples: Iterable[Sample], out_dir: str | Path, name: str | None
     return path
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict]:
-    """Records of a JSONL file, media paths made absolute (relative to the file's folder); media is
-    not loaded (see ``load_media``)."""
+def parse_line(line: bytes | str) -> dict:
+    """One JSONL line as a record, or ``BadRecord`` naming why not: not UTF-8, empty, not JSON, or JSON
+    that is not an object (``null``, a list, a number). Decoded line by line, so one bad byte never
+    costs the lines around it."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8-sig")  # (-sig: a byte-order mark some editors put before line 1)
+        except UnicodeDecodeError as err:
+            raise BadRecord("not UTF-8", f"byte {err.start}: {line[max(0, err.start - 20):err.start + 20]!r}") from None
+    if not line.strip():
+        raise BadRecord("empty line")
+    try:
+        record = json.loads(line)
+    except ValueError:
+        raise BadRecord("not JSON", line[:80]) from None
+    if not isinstance(record, dict):
+        raise BadRecord("not a JSON object", f"a JSON {type(record).__name__}: {line[:80]}")
+    return record
+
+
+def _is_media(value: Any, kind: str) -> bool:
+    """A path (non-empty string), an in-memory image or array; for a video also a list of frames."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    if kind == "video" and isinstance(value, list):
+        return bool(value) and all(_is_media(frame, "image") for frame in value)
+    return value is not None and not isinstance(value, (bool, int, float, dict, list))
+
+
+def _check_item(item: Any) -> None:
+    if not isinstance(item, dict):
+        raise BadRecord("content item not an object", repr(item)[:80])
+    kind = item.get("type") or ("image" if "image" in item else "video" if "video" in item else "text")
+    if kind == "text":
+        if not isinstance(item.get("text"), str):
+            raise BadRecord("text not a string", repr(item)[:80])
+    elif kind in ("image", "video"):
+        if item.get(kind) is None:
+            raise BadRecord(f"{kind} without a path", repr(item)[:80])
+        if not _is_media(item[kind], kind):
+            raise BadRecord(f"{kind} not a path", repr(item)[:80])
+        fps = item.get("fps", 1)
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not fps > 0:
+            raise BadRecord("fps not a positive number", repr(item)[:80])
+    else:
+        raise BadRecord("unknown content type", repr(kind)[:80])
+
+
+def check_record(record: Any) -> None:
+    """Raise ``BadRecord`` (a reason the mixture counts) for a record that is not the format above:
+    not an object, no ``messages`` list, a message that is not ``{"role": str, "content": str | list}``,
+    an item that is not text, image or video with a value of the right type, a ``task`` that is not a
+    string. Media files are not opened here (the tokenizer does that)."""
+    if isinstance(record, BadRecord):
+        raise record  # a line the reader could not parse
+    if not isinstance(record, dict):
+        raise BadRecord("not a JSON object", type(record).__name__)
+    if "task" in record and not (isinstance(record["task"], str) and record["task"]):
+        raise BadRecord("task not a string", repr(record["task"])[:80])
+    messages = record.get("messages")
+    if messages is None or messages == []:
+        raise BadRecord("no messages")
+    if not isinstance(messages, list):
+        raise BadRecord("messages not a list", type(messages).__name__)
+    for message in messages:
+        if not isinstance(message, dict):
+            raise BadRecord("message not an object", repr(message)[:80])
+        if not isinstance(message.get("role"), str):
+            raise BadRecord("role not a string", repr(message)[:80])
+        content = message.get("content")
+        if isinstance(content, list):
+            for item in content:
+                _check_item(item)
+        elif not isinstance(content, str):
+            raise BadRecord("content not a string or list", repr(message)[:80])
+
+
+def read_jsonl(path: str | Path, skips: SkipCounter | None = None) -> Iterator[dict]:
+    """The good records of a JSONL file, media paths made absolute (relative to the file's folder);
+    media is not loaded (see ``load_media``). A bad line (``parse_line``, ``check_record``) is skipped
+    and counted in ``skips`` (a ``SkipCounter``, which logs the first few of each reason)."""
     path = Path(path)
-    with path.open() as f:
+    skips = skips if skips is not None else SkipCounter()
+    with path.open("rb") as f:
         for line in f:
-            if line.strip():
-                record = json.loads(line)
-                for message in record["messages"]:
-                    if isinstance(message["content"], list):
-                        for item in message["content"]:
-                            kind = item.get("type")
-                            if kind in ("image", "video") and isinstance(item.get(kind), str):
-                                item[kind] = str(path.parent / item[kind])
-                yield record
+            if not line.strip():
+                continue
+            try:
+                record = parse_line(line)
+                check_record(record)
+            except BadRecord as err:
+                skips.skip(str(path), err)
+                continue
+            for message in record["messages"]:
+                if isinstance(message["content"], list):
+                    for item in message["content"]:
+                        kind = item.get("type")
+                        if kind in ("image", "video") and isinstance(item.get(kind), str):
+                            item[kind] = str(path.parent / item[kind])
+            yield record
 
 
 def load_media(record: dict) -> dict:

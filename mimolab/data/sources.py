@@ -8,10 +8,12 @@ line by line up to it.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from mimolab.data.mixture import BadRecord
+from mimolab.data.schema import parse_line
 
 if TYPE_CHECKING:
     from mimolab.data.world import Difficulty
@@ -37,24 +39,24 @@ def without_media(sample):
     return dataclasses.replace(sample, messages=messages)
 
 
-def jsonl_source(path: str | Path) -> Callable[[int], Iterator[dict]]:
+def jsonl_source(path: str | Path) -> Callable[[int], Iterator[dict | BadRecord]]:
     """A mixture-sampler source over a JSONL file: ``open_at(start)`` streams records (each with its
-    folder as ``_base_dir``, for relative image paths) from
-    line ``start`` on, without reading the file into memory. Lines that are not JSON come through as
-    ``{"_bad_json": line}`` for the tokenizer to reject (so they are counted, not fatal)."""
+    folder as ``_base_dir``, for relative image paths) from line ``start`` on, without reading the file
+    into memory. One item per line, so positions stay line numbers: a line that is not a record
+    (``mimolab.data.schema.parse_line``: not UTF-8, empty, not JSON, not an object) comes through as
+    the ``BadRecord`` saying why, which the sampler counts and skips; the lines around it are unaffected."""
     path = Path(path)
 
-    def open_at(start: int) -> Iterator[dict]:
-        with path.open() as f:
+    def open_at(start: int) -> Iterator[dict | BadRecord]:
+        with path.open("rb") as f:  # bytes: each line decoded alone, so a bad byte costs only its line
             for i, line in enumerate(f):
                 if i < start:
                     continue
                 try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    record = {"_bad_json": line[:200]}
+                    record = parse_line(line)
+                except BadRecord as err:
+                    yield err
+                    continue
                 record.setdefault("_base_dir", str(path.parent))
                 yield record
     return open_at
-
-

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from mimolab.config import MiMoVLConfig
 from mimolab.data.mixture import BadRecord
+from mimolab.data.schema import check_record
 from mimolab.data.packing import TokenizedSample
 from mimolab.model.positions import get_rope_index
 from mimolab.processing import MiMoVLProcessor, expand_placeholders, load_image, load_video, process_images, process_video
@@ -47,6 +49,8 @@ def _media(messages: list[dict], base: Path | None, fps: float) -> tuple[list, l
                                   if not isinstance(src, list) else [load_image(f) for f in src])
             except FileNotFoundError as err:
                 raise BadRecord(f"missing {kind}", str(err)) from err
+            except Image.DecompressionBombError as err:  # a header claiming billions of pixels: never decoded
+                raise BadRecord(f"{kind} too large", str(err)) from err
             except (ValueError, OSError, ImportError) as err:
                 raise BadRecord(f"unreadable {kind}", str(err)) from err
     return images, videos
@@ -165,12 +169,10 @@ def record_tokenizer(processor: MiMoVLProcessor, config: MiMoVLConfig, max_lengt
     with ``task`` and ``messages``) -> TokenizedSample, or BadRecord."""
 
     def tokenize(record: Any, source: str) -> TokenizedSample:
-        if isinstance(record, dict) and "_bad_json" in record:
-            raise BadRecord("not JSON", record["_bad_json"][:80])
-        messages = record["messages"] if isinstance(record, dict) else record.messages
-        task = record.get("task", source) if isinstance(record, dict) else record.task
-        base = record.get("_base_dir") if isinstance(record, dict) else None
-        if not isinstance(messages, list) or not messages:
-            raise BadRecord("no messages")
+        if isinstance(record, (dict, BadRecord)) or not hasattr(record, "messages"):
+            check_record(record)  # the JSONL format's checks: every malformed record is a BadRecord
+            messages, task, base = record["messages"], record.get("task", source), record.get("_base_dir")
+        else:  # a world Sample
+            messages, task, base = record.messages, record.task, None
         return tokenize_conversation(messages, processor, config, max_length=max_length, task=task, base_dir=base)
     return tokenize

@@ -11,15 +11,15 @@ finds nothing returns None (or an empty list); none raises on malformed text.
 |---|---|---|
 | a number (count, chart value) | ``parse_number`` | counting, chart |
 | ``\\boxed{...}`` | ``parse_boxed`` | visual_math, text_reasoning |
-| ``[x1, y1, x2, y2]`` (JSON ``bbox_2d`` or a bare list) | ``parse_boxes`` | grounding, gui, refcoco, demo |
+| ``[x1, y1, x2, y2]`` (``bbox_2d``) or ``(x1,y1),(x2,y2)`` | ``parse_boxes`` | grounding, gui, refcoco, demo |
 | ``click(x, y)`` | ``parse_click`` | gui, demo |
 | ``type("text")`` | ``parse_typed`` | gui |
-| ``[start, end]`` in seconds or ``[mm:ss, mm:ss]`` | ``parse_span`` | video |
+| ``[start, end]`` in seconds or ``[mm:ss, mm:ss]``, "from 2 to 6 seconds" | ``parse_span`` | video |
 | "From 1.0 to 2.0 a red circle ..." | ``parse_events`` | video captions |
 | a JSON list of objects | ``parse_json_list`` | OCR text spotting, demo labels and points |
 | "two small red circles" | ``objects`` | caption |
 | an option letter | ``option_letter`` | mcq |
-| Qwen2-VL box text ``(x1,y1),(x2,y2)`` | ``parse_box_text`` | demo only (no task answers in it) |
+| Qwen2-VL box text with its label | ``parse_box_text`` | demo labels |
 
 Light to import (``re`` and ``json`` only): reward worker processes import it.
 """
@@ -40,6 +40,8 @@ TYPED = re.compile(r'type\(\s*"([^"]*)"\s*\)')
 BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 TIME = r"(\d+:\d{2}(?:\.\d+)?|\d+(?:\.\d+)?)"
 SPAN = re.compile(r"\[\s*" + TIME + r"\s*s?\s*,\s*" + TIME + r"\s*s?\s*\]")
+UNIT = r"(?:\s*(?:s|secs?|seconds?)\b)?"
+WORD_SPAN = re.compile(r"\b(?:[Ff]rom|[Bb]etween)\s+" + TIME + UNIT + r"\s*(?:to|and|until|-)\s*" + TIME + UNIT)
 EVENT = re.compile(r"[Ff]rom " + TIME + r" to " + TIME + r" an? (\w+ \w+)")
 JSON_LIST = re.compile(r"\[\s*\{.*?\}\s*\]", re.S)
 NUMBER_WORDS = {"no": 0, "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
@@ -71,8 +73,11 @@ def parse_boxed(text: str) -> str | None:
 
 
 def parse_boxes(text: str) -> list[list[float]]:
-    """Every ``[x1, y1, x2, y2]`` in the text, in order (Qwen2.5-VL's JSON ``bbox_2d`` or bare lists)."""
-    return [[float(v) for v in found.groups()] for found in BOX.finditer(text)]
+    """Every box in the text, in order: ``[x1, y1, x2, y2]`` (Qwen2.5-VL's JSON ``bbox_2d`` or a bare
+    list) and Qwen2-VL box text ``(x1,y1),(x2,y2)`` (with or without its label and markers)."""
+    found = [(m.start(), [float(v) for v in m.groups()]) for m in BOX.finditer(text)]
+    found += [(m.start(2), [float(v) for v in m.groups()[1:]]) for m in BOX_TEXT.finditer(text)]
+    return [box for _, box in sorted(found, key=lambda pair: pair[0])]
 
 
 def parse_box_text(text: str) -> list[tuple[list[float], str]]:
@@ -103,9 +108,13 @@ def seconds(text: str) -> float:
 
 
 def parse_span(text: str) -> tuple[float, float] | None:
-    """The first ``[start, end]`` span in seconds: '[1.0, 3.0]', '[1.0 s, 3.0 s]', '[00:01, 00:03]'."""
-    found = SPAN.search(text)
-    return (seconds(found.group(1)), seconds(found.group(2))) if found else None
+    """The first span in seconds: '[1.0, 3.0]', '[1.0 s, 3.0 s]', '[00:01, 00:03]', or in words, 'from
+    2.0 to 6.0 seconds', 'between 00:02 and 00:06'."""
+    found = [m for m in (SPAN.search(text), WORD_SPAN.search(text)) if m]
+    if not found:
+        return None
+    first = min(found, key=lambda m: m.start())
+    return seconds(first.group(1)), seconds(first.group(2))
 
 
 def parse_events(text: str) -> dict[str, tuple[float, float]]:

@@ -63,13 +63,16 @@ def run_eval(checkpoint: str | Path, *, tasks: list[str] | None = None, n: int =
     from tqdm.auto import tqdm
 
     from mimolab.eval.benchmarks import load_benchmark
+    from mimolab.model.checkpoint import check_tokenizer, read_config
     from mimolab.model.vlm import MiMoVL
     from mimolab.processing import MiMoVLProcessor
 
     bad = [m for m in modes if m not in ("think", "no_think")]
     if bad:
         raise ValueError(f"modes must be 'think' or 'no_think', not {bad}")
-    model, processor = MiMoVL.from_pretrained(checkpoint).eval(), MiMoVLProcessor.from_pretrained(checkpoint)
+    processor = MiMoVLProcessor.from_pretrained(checkpoint)
+    check_tokenizer(read_config(checkpoint), processor.tokenizer, checkpoint)  # before any weight is read
+    model = MiMoVL.from_pretrained(checkpoint).eval()
     files = [(Path(b).stem, *load_benchmark(b, limit=limit)) for b in benchmarks]
     rows: list[TaskScore] = []
     for mode in modes:

@@ -54,10 +54,28 @@ def mimolab_key_to_checkpoint(key: str) -> str:
     return out
 
 
+class CheckpointError(ValueError):
+    """A directory that is not a loadable mimolab / Qwen2.5-VL checkpoint (with its processor)."""
+
+
+def _read_json(file: Path, what: str) -> dict:
+    """A JSON object from ``file``, or ``CheckpointError`` naming the file and what is wrong with it."""
+    try:
+        value = json.loads(file.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{file} is not valid JSON ({err}): a corrupt or half-written {what}?") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{file} holds a JSON {type(value).__name__}, not the object a {what} is")
+    return value
+
+
 def _weight_files(path: Path) -> list[Path]:
     if (path / INDEX_FILE).exists():
-        index = json.loads((path / INDEX_FILE).read_text())
-        files = sorted(set(index["weight_map"].values()))
+        index = _read_json(path / INDEX_FILE, "safetensors index")
+        weight_map = index.get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+            raise CheckpointError(f"{path / INDEX_FILE} has no 'weight_map' of tensor names to shard files")
+        files = sorted(set(weight_map.values()))
         missing = [f for f in files if not (path / f).exists()]
         if missing:
             raise FileNotFoundError(f"{path}: the index lists shard(s) that are missing: {missing}")
@@ -69,11 +87,43 @@ def _weight_files(path: Path) -> list[Path]:
 
 def read_config(path: str | Path) -> MiMoVLConfig:
     path = Path(path)
+    if path.is_file():
+        raise CheckpointError(f"{path} is a file: a checkpoint is loaded from its directory (config.json and "
+                              f"the weights side by side), here {path.parent}")
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {path} does not exist")
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{path}: no config.json: not a MiMo-VL / Qwen2.5-VL checkpoint directory")
-    return MiMoVLConfig.from_hf_dict(json.loads((path / "config.json").read_text()))
+    config = _read_json(path / "config.json", "model config")
+    try:
+        return MiMoVLConfig.from_hf_dict(config)
+    except (KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{path / 'config.json'} is not a Qwen2.5-VL config: "
+                              f"{type(err).__name__} {err}") from None
+
+
+MEDIA_TOKENS = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>",
+                "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
+
+
+def check_tokenizer(config: MiMoVLConfig, tokenizer, path: str | Path) -> None:
+    """``CheckpointError`` when a tokenizer cannot drive a model of ``config``: more token ids than the
+    model's vocabulary (they would index past its embedding), media tokens at other ids than the config
+    says (images would be read as text), or an end-of-turn id the tokenizer does not have. A vocabulary
+    larger than the tokenizer is allowed: Qwen's is padded (151,936 rows for 151,665 tokens)."""
+    n, vocab = len(tokenizer), config.text.vocab_size
+    where = f"{path}: the model and the tokenizer do not match"
+    if n > vocab:
+        raise CheckpointError(f"{where}: the tokenizer has {n} tokens but the model's vocabulary holds {vocab} "
+                              f"(ids {vocab}..{n - 1} would index past the embedding): a tokenizer of another model?")
+    for field, token in MEDIA_TOKENS.items():
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if getattr(config, field) != token_id:
+            raise CheckpointError(f"{where}: config.json's {field} is {getattr(config, field)} but the tokenizer's "
+                                  f"{token} is {token_id}")
+    if config.eos_token_id is not None and not 0 <= config.eos_token_id < n:
+        raise CheckpointError(f"{where}: config.json's eos_token_id {config.eos_token_id} is not one of the "
+                              f"tokenizer's {n} ids: generation would never stop on it")
 
 
 def load_pretrained(model_class: type[nn.Module], path: str | Path, *, dtype: torch.dtype | None = None,

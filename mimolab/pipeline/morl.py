@@ -20,6 +20,7 @@ from pathlib import Path
 from mimolab.eval.harness import evaluate
 from mimolab.eval.results import PairedChange, TaskScore, load_scores, paired_change, save_scores
 from mimolab.model.vlm import MiMoVL
+from mimolab.pipeline.stages import check_eval_n
 from mimolab.processing import MiMoVLProcessor
 from mimolab.rl.grpo import load_grpo_config
 from mimolab.rl.trainer import GRPOTrainer
@@ -61,6 +62,7 @@ def run_morl(profile: str, start: str | Path, run_dir: str | Path, *, config: st
              rewards=None, **overrides) -> MorlResult:
     """GRPO from ``start`` with ``experiments/rl/<config>.yaml`` at ``profile``; returns what
     ``morl.json`` holds (read back when the run finished before)."""
+    check_eval_n("eval_n", eval_n)  # before the run directory is touched
     run_dir = Path(run_dir)
     done = run_dir / "morl.json"
     if done.exists():

@@ -10,7 +10,11 @@ FastAPI under uvicorn, bound to 127.0.0.1 only (``RewardServer`` does that from 
 until it answers). ``RemoteRewards(url)`` is the client: it sends a batch per request (split at
 ``batch_size``), gives each request ``timeout`` seconds, retries ``retries`` times with a growing
 pause, and then raises ``RewardServiceError``: the GRPO trainer saves a checkpoint and stops with that
-error, so a dead service never loses a run.
+error, so a dead service never loses a run. A malformed request (no ``completions``, columns of
+another length, a reference no reward can score against) gets 422 with the reason, which the client
+raises at once: retrying would not mend it. Requests are scored concurrently, on up to ``--workers``
+processes per reward pool, so a completion that hangs until its time limit holds up one process,
+not every other client.
 
 Reward specs for the server: ``verifiable`` (MiMo-VL's rule-based rewards), ``format``,
 ``reward_model=<dir>[:task,task]`` (a saved ``RewardModel``), or ``package.module:function`` (any
@@ -38,11 +42,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from mimolab.rl.processes import stop_process, watch_parent
 
 HOST = "127.0.0.1"  # never another interface: the service runs untrusted completions through sympy
+WORKERS = 8  # scoring processes per pool, started as load needs them: a hung completion holds up one of them
 
 
 class RewardServiceError(RuntimeError):
@@ -79,11 +84,27 @@ class RewardRouter:
         self.names = [reward_name(fn) for fn in self.rewards]
         if len(set(self.names)) != len(self.names):
             raise ValueError(f"reward names must be unique (the breakdown is keyed by them): {self.names}")
+        # a TRL-style function keeps its reasons in an attribute: one call at a time each (mimolab's
+        # rewards return theirs, and concurrent calls share their worker pool)
+        self._locks = {name: threading.Lock() for name in self.names}
+
+    def _call(self, name: str, fn: Callable, completions: list, **columns) -> tuple[list, list]:
+        if hasattr(fn, "values_and_reasons"):
+            return fn.values_and_reasons(completions, **columns)
+        with self._locks[name]:
+            got = fn(completions, **columns)
+            return got, list(getattr(fn, "last_reasons", None) or [None] * len(completions))
 
     def score(self, completions: list, task: list[str] | None = None, **columns: list) -> RewardBatch:
+        """Score a batch; ``ValueError`` naming the problem for a malformed one (``completions`` not a
+        list, a column of another length, a reference a reward cannot score against)."""
+        if not isinstance(completions, list):
+            raise ValueError(f"completions must be a list, got {type(completions).__name__}")
         n = len(completions)
-        task = list(task) if task is not None else [None] * n
-        for key, column in columns.items():
+        if task is not None and not isinstance(task, list):
+            raise ValueError(f"column 'task' must be a list (one entry per completion), got {type(task).__name__}")
+        task = task if task is not None else [None] * n
+        for key, column in {"task": task, **columns}.items():
             if isinstance(column, list) and len(column) != n:
                 raise ValueError(f"column {key!r} has {len(column)} entries for {n} completions")
         components, reasons = {}, {}
@@ -94,8 +115,8 @@ class RewardRouter:
             why: list[str | None] = [None] * n
             if rows:
                 picked = {k: [v[i] for i in rows] if isinstance(v, list) else v for k, v in columns.items()}
-                got = fn([completions[i] for i in rows], task=[task[i] for i in rows], **picked)
-                got_reasons = getattr(fn, "last_reasons", None) or [None] * len(rows)
+                got, got_reasons = self._call(name, fn, [completions[i] for i in rows], task=[task[i] for i in rows],
+                                              **picked)
                 for i, value, reason in zip(rows, got, got_reasons):
                     # a TRL-style reward may return anything numeric: clamp to [0, 1], NaN counts as 0
                     values[i] = None if value is None else (0.0 if math.isnan(value) else min(1.0, max(0.0, float(value))))
@@ -173,16 +194,17 @@ def columns_from_wire(columns: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- server
-def load_rewards(specs: Sequence[str], timeout: float = 5.0) -> list[Callable]:
-    """Rewards from specs (see the module docstring)."""
+def load_rewards(specs: Sequence[str], timeout: float = 5.0, workers: int = 1) -> list[Callable]:
+    """Rewards from specs (see the module docstring); mimolab's rule-based rewards score on up to
+    ``workers`` processes each spec."""
     from mimolab.rl.rewards import Reward, default_rewards
 
     rewards: list[Callable] = []
     for spec in specs:
         if spec == "verifiable":
-            rewards += default_rewards(timeout=timeout)
+            rewards += default_rewards(timeout=timeout, workers=workers)
         elif spec == "format":
-            rewards.append(Reward("format", None, scorer="format", timeout=timeout))
+            rewards.append(Reward("format", None, scorer="format", timeout=timeout, workers=workers))
         elif spec.startswith("reward_model="):
             from mimolab.rl.reward_model import load_reward_model_reward
 
@@ -199,12 +221,31 @@ def load_rewards(specs: Sequence[str], timeout: float = 5.0) -> list[Callable]:
     return rewards
 
 
+def check_request(request: Any) -> tuple[list, dict]:
+    """(completions, columns) of a /score request, or ``ValueError`` saying what is malformed."""
+    if not isinstance(request, dict):
+        raise ValueError(f"the body must be a JSON object with 'completions' and 'columns', "
+                         f"got {type(request).__name__}")
+    unknown = sorted(set(request) - {"completions", "columns"})
+    if unknown:
+        raise ValueError(f"unknown fields {unknown}: a request has 'completions' and 'columns'")
+    if "completions" not in request:
+        raise ValueError("'completions' is missing: a list with one completion per sample")
+    if not isinstance(request["completions"], list):
+        raise ValueError(f"'completions' must be a list, got {type(request['completions']).__name__}")
+    columns = request.get("columns", {})
+    if not isinstance(columns, dict):
+        raise ValueError(f"'columns' must be an object of per-sample lists, got {type(columns).__name__}")
+    return request["completions"], columns
+
+
 def make_app(router: RewardRouter):
-    """The FastAPI app: GET /health lists the rewards, POST /score scores one batch; the router is
-    closed when the server shuts down."""
+    """The FastAPI app: GET /health lists the rewards, POST /score scores one batch (a malformed one
+    gets 422 and the reason, which the client does not retry); the router is closed when the server
+    shuts down. Requests are scored concurrently: each reward's worker pool takes them all."""
     from contextlib import asynccontextmanager
 
-    from fastapi import FastAPI
+    from fastapi import Body, FastAPI, HTTPException
 
     @asynccontextmanager
     async def lifespan(app):
@@ -214,17 +255,18 @@ def make_app(router: RewardRouter):
         router.close()
 
     app = FastAPI(title="mimolab rewards", lifespan=lifespan)
-    lock = threading.Lock()  # the rewards' worker processes serve one batch at a time
 
     @app.get("/health")
     def health() -> dict:
         return {"rewards": router.names}
 
     @app.post("/score")
-    def score(request: dict) -> dict:
-        columns = columns_from_wire(request.get("columns", {}))
-        with lock:
-            return asdict(router.score(request["completions"], **columns))
+    def score(request: Any = Body(...)) -> dict:  # noqa: B008  (FastAPI's way to take any JSON body)
+        try:
+            completions, columns = check_request(request)
+            return asdict(router.score(completions, **columns_from_wire(columns)))
+        except (ValueError, TypeError, KeyError, UnidentifiedImageError) as err:  # the request's: 422, not retried
+            raise HTTPException(status_code=422, detail=f"{type(err).__name__}: {err}") from None
 
     return app
 
@@ -234,7 +276,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reward", action="append", default=None,
                         help="verifiable | format | reward_model=<dir>[:tasks] | module:function (repeatable)")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per reward call before it scores 0")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per completion before it scores 0")
+    parser.add_argument("--workers", type=int, default=WORKERS,
+                        help="scoring processes per reward pool: requests and completions run on them concurrently")
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="shut down once this process (the one that started the server) is gone")
     args = parser.parse_args(argv)
@@ -242,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.parent_pid is not None:  # SIGTERM: uvicorn's clean shutdown, which closes the router
         watch_parent(args.parent_pid, lambda: os.kill(os.getpid(), signal.SIGTERM))
-    router = RewardRouter(load_rewards(args.reward or ["verifiable"], timeout=args.timeout))
+    router = RewardRouter(load_rewards(args.reward or ["verifiable"], timeout=args.timeout, workers=args.workers))
     uvicorn.run(make_app(router), host=HOST, port=args.port, log_level="warning")
 
 
@@ -256,8 +300,9 @@ class RewardServer:
     """``python -m mimolab.rl.service`` in a child process, as a context manager; ``url`` once it answers."""
 
     def __init__(self, rewards: Sequence[str] = ("verifiable",), port: int | None = None, timeout: float = 5.0,
-                 start_timeout: float = 120.0, pythonpath: str | None = None) -> None:
+                 start_timeout: float = 120.0, pythonpath: str | None = None, workers: int | None = None) -> None:
         self.rewards, self.port, self.timeout, self.start_timeout = list(rewards), port or free_port(), timeout, start_timeout
+        self.workers = workers or WORKERS
         self.pythonpath = pythonpath  # prepended to PYTHONPATH: where 'module:function' rewards live
         self.process: subprocess.Popen | None = None
 
@@ -269,7 +314,7 @@ class RewardServer:
         import httpx
 
         command = [sys.executable, "-m", "mimolab.rl.service", "--port", str(self.port), "--timeout", str(self.timeout),
-                   "--parent-pid", str(os.getpid())]
+                   "--workers", str(self.workers), "--parent-pid", str(os.getpid())]
         for spec in self.rewards:
             command += ["--reward", spec]
         env = dict(os.environ)

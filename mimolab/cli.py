@@ -7,6 +7,9 @@
     mimolab notebook 03 --profile smoke     execute any numbered notebook into a run directory
     mimolab eval CHECKPOINT --modes think,no_think --benchmark file.tsv   held-out tasks + benchmark files
     mimolab samples --out data_samples      regenerate the committed sample of every data type
+    mimolab sft CHECKPOINT --data chat.jsonl [--data more.parquet:0.3] --out DIR   fine-tune on your files
+    mimolab grpo CHECKPOINT --prompts prompts.jsonl --reward verifiable --out DIR GRPO on your prompts
+    mimolab pages DOC.pdf --checkpoint DIR --prompt "..." --out answers.jsonl     every page of some PDFs
 
 Each subcommand imports what it needs when it runs, so ``mimolab --help`` stays instant.
 """
@@ -131,6 +134,129 @@ def cmd_samples(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_error(command: str, run):
+    """Run ``run()``; a bad input (a missing file, a bad record or setting) ends the command with its
+    message instead of a stack trace."""
+    try:
+        return run()
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        raise SystemExit(f"mimolab {command}: {err}") from None
+
+
+def cmd_sft(args: argparse.Namespace) -> int:
+    import json
+    import logging
+
+    from mimolab.pipeline.sft import run_sft
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = _user_error("sft", lambda: run_sft(
+        args.checkpoint, args.data, args.out, lr=args.lr, steps=args.steps, epochs=args.epochs,
+        row_tokens=args.row_tokens, rows_per_step=args.rows_per_step, lora_rank=args.lora_rank, freeze=args.freeze,
+        merge=args.merge_lora, eval_split=args.eval_split, seed=args.seed, checkpoint_every=args.checkpoint_every,
+        bf16=args.bf16, tracking=args.wandb))
+    for row in result.heldout:
+        print(f"held-out loss on {row['file']} ({row['n']} records): {row['before']:.3f} -> {row['after']:.3f} "
+              f"(change {row['change']:+.3f}" + (f" ± {row['stderr']:.3f})" if row["stderr"] is not None else ")"))
+    print(f"train loss {result.train_loss_first:.3f} -> {result.train_loss_last:.3f} over {result.steps} steps, "
+          f"{result.seconds_per_step:.2f} s/step" if result.seconds_per_step else f"{result.steps} steps (done before)")
+    if result.skipped:
+        print("skipped records:", json.dumps(result.skipped))
+    print(f"final checkpoint: {result.final}")
+    return 0
+
+
+def cmd_grpo(args: argparse.Namespace) -> int:
+    from mimolab.eval.results import changes_table
+    from mimolab.pipeline.grpo_files import run_grpo_files
+
+    sys.path.insert(0, os.getcwd())  # 'module:function' rewards from the working directory, as python -m finds them
+    overrides = {k: v for k, v in (("group_size", args.group), ("steps", args.steps), ("lora_rank", args.lora_rank),
+                                   ("lr", args.lr), ("prompts_per_step", args.prompts_per_step),
+                                   ("max_new_tokens", args.max_new_tokens), ("row_tokens", args.row_tokens))
+                 if v is not None}
+    result = _user_error("grpo", lambda: run_grpo_files(
+        args.checkpoint, args.prompts, args.reward, args.out, profile=args.profile, mode=args.mode,
+        eval_split=args.eval_split, merge=args.merge_lora, tracking=args.wandb, **overrides))
+    if result.morl.after:
+        print(changes_table(result.morl.changes))
+    if result.reward_first is not None:
+        print(f"training reward {result.reward_first:.3f} -> {result.reward_last:.3f} over {result.morl.steps} steps, "
+              f"{result.seconds_per_step:.2f} s/step")
+    print(f"final checkpoint: {result.final}")
+    return 0
+
+
+def cmd_pages(args: argparse.Namespace) -> int:
+    from mimolab.pipeline.pages import run_pages
+
+    result = _user_error("pages", lambda: run_pages(args.pdf, args.checkpoint, args.prompt, args.out,
+                                                    batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                                                    thinking=not args.no_think))
+    print(f"{result.answered} page(s) answered, {result.already} already in {result.out}"
+          + (f", {result.seconds_per_page:.2f} s/page" if result.seconds_per_page else "")
+          + (f", skipped: {result.unreadable}" if result.unreadable else ""))
+    return 0
+
+
+def _add_file_commands(sub) -> None:
+    wandb = dict(choices=("online", "offline", "disabled"),
+                 help="W&B mode (default: WANDB_MODE, else online with an API key, else offline)")
+    p = sub.add_parser("sft", help="supervised fine-tuning of a checkpoint on JSONL / parquet / saved data sets")
+    p.add_argument("checkpoint", help="a Qwen2.5-VL-format directory with its tokenizer and chat template")
+    p.add_argument("--data", action="append", required=True,
+                   help="FILE or FILE:SHARE (token share; repeatable): .jsonl in mimolab's chat schema, .parquet, "
+                        "or a save_to_disk directory")
+    p.add_argument("--out", help="run directory (default $MIMOLAB_RUNS/sft/<checkpoint name>); re-run to resume")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-5; 1e-4 with LoRA)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--steps", type=int)
+    group.add_argument("--epochs", type=float, help="passes over the files' training tokens (default 1)")
+    p.add_argument("--row-tokens", type=int, default=2048, help="packed row length (longer records are cut)")
+    p.add_argument("--rows-per-step", type=int, default=4)
+    p.add_argument("--lora-rank", type=int, default=0, help="train peft LoRA adapters of this rank (0: full)")
+    p.add_argument("--merge-lora", action="store_true", help="fold the adapters into final/'s weights")
+    p.add_argument("--freeze", default="", help="parts kept frozen: vision, projector, llm (comma-separated)")
+    p.add_argument("--eval-split", type=float, default=0.0, help="share of each file held out; loss before/after")
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--wandb", **wandb)
+    p.set_defaults(func=cmd_sft)
+
+    p = sub.add_parser("grpo", help="GRPO on a prompt file with your rewards, scored before and after")
+    p.add_argument("checkpoint")
+    p.add_argument("--prompts", required=True, help="JSONL (or parquet / saved data set) of prompt records")
+    p.add_argument("--reward", action="append", required=True,
+                   help="verifiable | format | reward_model=DIR[:tasks] | module:function | http://host:port "
+                        "(a running reward service); repeatable")
+    p.add_argument("--out", help="run directory (default $MIMOLAB_RUNS/grpo/<checkpoint>-<prompts>); re-run to resume")
+    p.add_argument("--profile", default="cpu", choices=PROFILES,
+                   help="settings of experiments/rl/grpo_on_policy.yaml to start from")
+    p.add_argument("--mode", default="on_policy", choices=("on_policy", "vanilla"))
+    p.add_argument("--group", type=int, help="completions per prompt")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--prompts-per-step", type=int)
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--row-tokens", type=int, help="packed row length of the policy's forward passes")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--lora-rank", type=int)
+    p.add_argument("--merge-lora", action="store_true")
+    p.add_argument("--eval-split", type=float, default=0.0, help="share of the records held out for before/after")
+    p.add_argument("--wandb", **wandb)
+    p.set_defaults(func=cmd_grpo)
+
+    p = sub.add_parser("pages", help="answer a prompt about every page of some PDFs, one JSON line per page")
+    p.add_argument("pdf", nargs="+")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--out", required=True, help="JSONL file; a re-run skips the pages already in it")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--no-think", action="store_true", help="MiMo-VL's no-think mode (an empty think block)")
+    p.set_defaults(func=cmd_pages)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mimolab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("samples", help="regenerate data_samples/ (a few records of every data type)")
     p.add_argument("--out", default="data_samples")
     p.set_defaults(func=cmd_samples)
+    _add_file_commands(sub)
     return parser
 
 

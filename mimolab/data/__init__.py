@@ -2,7 +2,8 @@
 
 ``world`` (the generators, ``generate(task, index, seed, difficulty)``), ``schema`` (the JSONL chat
 record format: ``write_jsonl``, ``read_jsonl``, ``load_media``), ``samples`` (``data_samples/``),
-``sources`` and ``mixture`` (resumable streams and token-share mixtures), ``tokenize`` and
+``sources`` and ``mixture`` (resumable streams and token-share mixtures), ``files`` (your JSONL,
+parquet and ``datasets`` directories as sources, prompt files, held-out splits), ``tokenize`` and
 ``packing`` (records -> token ids with assistant-only labels -> fixed-budget rows), ``pipeline``
 (the world's tokenizer, processor and mixture in one place).
 

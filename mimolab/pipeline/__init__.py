@@ -9,6 +9,9 @@
 | ``report`` | the pipeline's ``report.md`` and figures |
 | ``studies`` | the three studies of notebooks 09-11 (``run_grpo_study``, ``run_long_cot_study``) |
 | ``study_results`` | what the studies' runs say: Welch tests, results files, the report's summary |
+| ``sft`` | supervised fine-tuning of any Qwen2.5-VL checkpoint on your files (``mimolab sft``) |
+| ``grpo_files`` | GRPO on a prompt file with your rewards, paired before/after (``mimolab grpo``) |
+| ``pages`` | a checkpoint's answers about every page of PDF files (``mimolab pages``) |
 """
 
 from mimolab.pipeline.morl import MorlResult, run_morl

@@ -24,7 +24,8 @@ import torch
 import yaml
 
 from mimolab.config import MiMoVLConfig
-from mimolab.data.pipeline import world_mixture, world_processor, world_tokenizer
+from mimolab.data.files import data_mixture
+from mimolab.data.pipeline import world_processor, world_tokenizer
 from mimolab.eval.harness import evaluate
 from mimolab.eval.results import TaskScore, load_scores, save_scores
 from mimolab.model.checkpoint import atomic_directory
@@ -118,8 +119,8 @@ def run_stage(name: str, profile: str = "cpu", run_dir: str | Path | None = None
         if accelerator is not None:
             accelerator.wait_for_everyone()
         return StageResult(name, stage, final, history, _read_eval(stage_dir))
-    sampler = world_mixture(stage.shares, processor, model.config, max_length=stage.row_tokens, seed=stage.seed,
-                            difficulty=stage.difficulty, text_only=stage.text_only)
+    sampler = data_mixture(stage.shares, stage.data, processor, model.config, max_length=stage.row_tokens,
+                           seed=stage.seed, difficulty=stage.difficulty, text_only=stage.text_only)
     with tracker:
         trainer = Trainer(model, stage, sampler, stage_dir, tracker=tracker, accelerator=accelerator)
         trainer.resume()

@@ -9,7 +9,8 @@ import torch
 
 from mimolab.eval.harness import chance_levels
 from mimolab.pipeline.studies import interference, load_study, run_grpo_study, run_long_cot_study
-from mimolab.pipeline.study_results import markdown, studies_summary, summarise, welch, write_study
+from mimolab.pipeline.study_results import (markdown, min_detectable_effect, seeds_needed, studies_summary, summarise,
+                                            welch, write_study)
 
 
 def test_welch_matches_the_formula():
@@ -19,6 +20,27 @@ def test_welch_matches_the_formula():
     got = welch(a, b)
     assert got["diff"] == pytest.approx(0.3333, abs=1e-3) and got["t"] == pytest.approx(t) and 0 < got["p"] < 0.05
     assert welch([0.5, 0.5], [0.5, 0.5])["p"] is None
+    # the 95% CI by hand: diff ± t(0.975, Welch-Satterthwaite df) * s.e.
+    va, vb = var(a) / 3, var(b) / 3
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    assert got["df"] == pytest.approx(df) and got["ci_low"] == pytest.approx(got["diff"] - half)
+    assert got["ci_high"] == pytest.approx(got["diff"] + half) and got["ci_low"] > 0  # p < 0.05: the CI excludes 0
+
+
+def test_minimum_detectable_effect_by_hand_and_the_seeds_it_asks_for():
+    from scipy import stats
+
+    # two arms, sd 0.05, 3 seeds each: s.e. sqrt(2 * 0.05**2 / 3), df 4
+    se = math.sqrt(2 * 0.05**2 / 3)
+    expected = (stats.t.ppf(0.975, 4) + stats.t.ppf(0.8, 4)) * se
+    assert min_detectable_effect(0.05, 0.05, 3, 3) == pytest.approx(expected)
+    assert min_detectable_effect(0.05, 0.05, 6, 6) < expected  # more seeds, smaller effects detectable
+    k = seeds_needed(0.05, 0.10)
+    assert min_detectable_effect(0.05, 0.05, k, k) <= 0.10 < min_detectable_effect(0.05, 0.05, k - 1, k - 1)
+    assert seeds_needed(0.5, 0.10, most=10) is None  # too noisy for 10 seeds
 
 
 def curves(values):
@@ -32,6 +54,7 @@ def test_summary_says_when_an_effect_is_not_significant():
     (row_a, row_b), (test,) = result["table"], result["tests"]
     assert row_a["mean"] == pytest.approx(0.55) and row_a["seeds"] == 3 and test["p"] > 0.05
     assert "not significant" in markdown("grpo_modes", result)
+    assert test["mde"] > 0.10 and "underpowered: it could only detect" in markdown("grpo_modes", result)  # sd ~0.05, 3 seeds
     runs["vanilla"] = curves([0.60, 0.50, 0.55])  # the same mean, up to float rounding
     assert "the same to 3 decimals" in markdown("grpo_modes", {"profile": "cpu", **summarise(runs, ["counting"], [("on_policy", "vanilla")])})
     runs["vanilla"] = curves([0.90, 0.92, 0.91])
@@ -51,7 +74,7 @@ def test_the_pipeline_report_summary_lists_each_comparison_and_what_is_missing(t
     write_study("grpo_modes", result, runs, ["counting"], "rollouts", tmp_path)
     text = "\n".join(studies_summary(tmp_path))
     (row,) = [line for line in text.splitlines() if line.startswith("| grpo_modes |")]
-    assert "| cpu | counting | vanilla vs on_policy | 0.91 | 0.55 | - | +0.360 |" in row and ": significant" in row
+    assert "| cpu | counting | vanilla vs on_policy | 0.91 | 0.55 | - | +0.360 | +" in row and ": significant" in row
     assert "Not run yet: `long_cot`" in text and "| chance |" in (tmp_path / "grpo_modes.md").read_text() and "`interference`" in text and "`grpo_modes` (" not in text
 
 

@@ -22,14 +22,41 @@ STUDIES = {"long_cot": "notebook 09", "grpo_modes": "notebook 10", "interference
 
 
 def welch(a: list[float], b: list[float]) -> dict[str, float | None]:
-    """Difference of means (b - a), Welch's t and its two-sided p (None when either arm has no spread)."""
+    """Difference of means (b - a) with Welch's t, its two-sided p, the Welch-Satterthwaite degrees of
+    freedom and the 95% confidence interval of the difference (None when either arm has no spread)."""
     from scipy import stats
 
     diff = sum(b) / len(b) - sum(a) / len(a)
     if len(a) < 2 or len(b) < 2 or (max(a) == min(a) and max(b) == min(b)):
-        return {"diff": diff, "t": None, "p": None}
+        return {"diff": diff, "t": None, "p": None, "df": None, "ci_low": None, "ci_high": None}
     result = stats.ttest_ind(b, a, equal_var=False)
-    return {"diff": diff, "t": float(result.statistic), "p": float(result.pvalue)}
+    ci = result.confidence_interval(0.95)
+    return {"diff": diff, "t": float(result.statistic), "p": float(result.pvalue), "df": float(result.df),
+            "ci_low": float(ci.low), "ci_high": float(ci.high)}
+
+
+def min_detectable_effect(sd_a: float, sd_b: float, seeds_a: int, seeds_b: int, *, alpha: float = 0.05,
+                          power: float = 0.8) -> float:
+    """The smallest true difference Welch's two-sided test at ``alpha`` detects with probability ``power``,
+    for arms whose final scores spread ``sd_a``, ``sd_b`` over ``seeds_a``, ``seeds_b`` seeds (normal
+    approximation with the t quantiles at the Welch-Satterthwaite degrees of freedom)."""
+    from scipy import stats
+
+    va, vb = sd_a**2 / seeds_a, sd_b**2 / seeds_b
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return 0.0
+    df = (va + vb) ** 2 / (va**2 / max(1, seeds_a - 1) + vb**2 / max(1, seeds_b - 1))
+    return (stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * se
+
+
+def seeds_needed(sd: float, effect: float = 0.10, *, most: int = 20, **kwargs) -> int | None:
+    """Seeds per arm (two arms of spread ``sd``) for a minimum detectable effect of ``effect``; None
+    when even ``most`` seeds are not enough."""
+    for seeds in range(2, most + 1):
+        if min_detectable_effect(sd, sd, seeds, seeds, **kwargs) <= effect:
+            return seeds
+    return None
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -44,7 +71,8 @@ def final_scores(runs: Runs, task: str) -> dict[str, list[float]]:
 
 
 def summarise(runs: Runs, tasks: list[str], comparisons: list[tuple[str, str]]) -> dict:
-    """Mean ± sd over seeds per arm and task, and Welch tests for each (baseline, other) pair."""
+    """Mean ± sd over seeds per arm and task, and for each (baseline, other) pair Welch's test with the
+    95% CI of the difference and the minimum detectable effect at the spread the seeds showed."""
     table, tests = [], []
     for task in tasks:
         finals = final_scores(runs, task)
@@ -53,8 +81,10 @@ def summarise(runs: Runs, tasks: list[str], comparisons: list[tuple[str, str]]) 
                 mean, sd = mean_sd(values)
                 table.append({"task": task, "arm": arm, "mean": mean, "sd": sd, "seeds": len(values)})
         for base, other in comparisons:
-            if finals.get(base) and finals.get(other):
-                tests.append({"task": task, "baseline": base, "arm": other, **welch(finals[base], finals[other])})
+            a, b = finals.get(base), finals.get(other)
+            if a and b:
+                mde = min_detectable_effect(mean_sd(a)[1], mean_sd(b)[1], len(a), len(b)) if len(a) > 1 < len(b) else None
+                tests.append({"task": task, "baseline": base, "arm": other, **welch(a, b), "mde": mde})
     return {"table": table, "tests": tests}
 
 
@@ -67,7 +97,19 @@ def verdict(test: dict) -> str:
         what = "the same to 3 decimals"
     if test["p"] < 0.05:
         return f"{what} (Welch p = {test['p']:.3f}): significant"
-    return f"{what} (Welch p = {test['p']:.2f}): not significant"
+    reading = f"{what} (Welch p = {test['p']:.2f}): not significant"
+    mde = test.get("mde")
+    if mde is not None:  # a null is only informative when the study could have seen an effect
+        reading += f"; it could detect {mde:.2f}" if mde <= 0.10 else f"; underpowered: it could only detect {mde:.2f}"
+    return reading
+
+
+def ci_cell(test: dict) -> str:
+    return "-" if test.get("ci_low") is None else f"{test['ci_low']:+.3f} to {test['ci_high']:+.3f}"
+
+
+def mde_cell(test: dict) -> str:
+    return "-" if test.get("mde") is None else f"{test['mde']:.3f}"
 
 
 def _chance(result: dict, task: str) -> str:
@@ -81,11 +123,13 @@ def markdown(name: str, result: dict) -> str:
              "| task | arm | final score (mean ± sd over seeds) | chance | seeds |", "|---|---|---|---|---|"]
     lines += [f"| {r['task']} | {r['arm']} | {r['mean']:.3f} ± {r['sd']:.3f} | {_chance(result, r['task'])} | "
               f"{r['seeds']} |" for r in result["table"]]
-    lines += ["", "| task | arm vs baseline | difference | Welch t | p | reading |", "|---|---|---|---|---|---|"]
+    lines += ["", "| task | arm vs baseline | difference | 95% CI | Welch t | p | MDE (80% power) | reading |",
+              "|---|---|---|---|---|---|---|---|"]
     for t in result["tests"]:
         tt = "-" if t["t"] is None else f"{t['t']:.2f}"
         p = "-" if t["p"] is None else f"{t['p']:.3f}"
-        lines.append(f"| {t['task']} | {t['arm']} vs {t['baseline']} | {t['diff']:+.3f} | {tt} | {p} | {verdict(t)} |")
+        lines.append(f"| {t['task']} | {t['arm']} vs {t['baseline']} | {t['diff']:+.3f} | {ci_cell(t)} | {tt} | {p} | "
+                     f"{mde_cell(t)} | {verdict(t)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -162,8 +206,8 @@ def studies_summary(results_dir: Path = RESULTS_DIR) -> list[str]:
     ``results_dir`` (with the profile they were run at), and the command for those not yet run."""
     lines = ["## Studies", "", "From `experiments/results/<study>.json` (written by the study notebooks or "
              "`mimolab study NAME`); mean over seeds, Welch's test across seeds.", "",
-             "| study | profile | task | arm vs baseline | arm | baseline | chance | difference | p | reading |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| study | profile | task | arm vs baseline | arm | baseline | chance | difference | 95% CI | p | MDE | reading |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     missing = []
     for name, notebook in STUDIES.items():
         path = results_dir / f"{name}.json"
@@ -177,11 +221,11 @@ def studies_summary(results_dir: Path = RESULTS_DIR) -> list[str]:
             lines.append(f"| {name} | {result['profile']} | {t['task']} | {t['arm']} vs {t['baseline']} | "
                          f"{means[t['task'], t['arm']]:.2f} | {means[t['task'], t['baseline']]:.2f} | "
                          f"{_chance(result, t['task'])} | "
-                         f"{t['diff']:+.3f} | {p} | {verdict(t)} |")
+                         f"{t['diff']:+.3f} | {ci_cell(t)} | {p} | {mde_cell(t)} | {verdict(t)} |")
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)}."]
     return lines + [""]
 
 
-__all__ = ["STUDIES", "final_scores", "markdown", "mean_sd", "studies_summary", "summarise", "verdict", "welch",
-           "write_study"]
+__all__ = ["STUDIES", "final_scores", "markdown", "mean_sd", "min_detectable_effect", "seeds_needed", "studies_summary",
+           "summarise", "verdict", "welch", "write_study"]

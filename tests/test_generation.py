@@ -64,15 +64,10 @@ def test_greedy_equals_transformers_generate(models):
     assert len({tuple(s) for s in out.sequences}) == 3  # the rows really differ
 
 
-@pytest.mark.parametrize("left_pad,n", [(True, 1), (False, 1), (False, 2)])
-def test_logprobs_equal_recomputed_forward(models, left_pad, n):
-    """Sampled tokens' log-probs from the cache equal those of one full forward over prompt + answer
-    (n > 1: each of a prompt's samples continues from its copy of the shared prefill)."""
-    _, ours = models
-    ids, mask, pixels, grids = batch(left_pad=left_pad, seed=1)
-    out = generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, max_new_tokens=12,
-                   do_sample=True, temperature=0.7, seed=3, eos_token_ids=[-1], num_return_sequences=n)
-    for row in range(3 * n):
+def recomputed_logprobs(model, ids, mask, pixels, grids, out, n: int, temperature: float) -> list[torch.Tensor]:
+    """Each sampled row's log-probs from one full float32 forward over prompt + answer (no cache)."""
+    result = []
+    for row in range(len(out.sequences)):
         i = row // n  # the prompt
         real = ids[i][mask[i].bool()].tolist()
         full = torch.tensor([real + out.sequences[row]])
@@ -83,10 +78,77 @@ def test_logprobs_equal_recomputed_forward(models, left_pad, n):
             start = sum(sizes[:image])
             row_grids, row_pixels = grids[image:image + 1], pixels[start:start + sizes[image]]
         with torch.no_grad():
-            logits = ours(full, pixel_values=row_pixels, image_grid_thw=row_grids).logits[0]
-        lp = torch.log_softmax(logits.float() / 0.7, -1)
-        expected = lp[len(real) - 1:-1].gather(-1, torch.tensor(out.sequences[row])[:, None])[:, 0]
+            logits = model(full, pixel_values=row_pixels, image_grid_thw=row_grids).logits[0]
+        lp = torch.log_softmax(logits.float() / temperature, -1)
+        result.append(lp[len(real) - 1:-1].gather(-1, torch.tensor(out.sequences[row])[:, None])[:, 0])
+    return result
+
+
+@pytest.mark.parametrize("left_pad,n", [(True, 1), (False, 1), (False, 2)])
+def test_logprobs_equal_recomputed_forward(models, left_pad, n):
+    """Sampled tokens' log-probs from the cache equal those of one full forward over prompt + answer
+    (n > 1: each of a prompt's samples continues from its copy of the shared prefill)."""
+    _, ours = models
+    ids, mask, pixels, grids = batch(left_pad=left_pad, seed=1)
+    out = generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, max_new_tokens=12,
+                   do_sample=True, temperature=0.7, seed=3, eos_token_ids=[-1], num_return_sequences=n)
+    for row, expected in enumerate(recomputed_logprobs(ours, ids, mask, pixels, grids, out, n, 0.7)):
         torch.testing.assert_close(torch.tensor(out.logprobs[row]), expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("dtypes", [{"decode_dtype": "bfloat16"}, {"prefill_dtype": "bfloat16"},
+                                    {"prefill_dtype": "bfloat16", "decode_dtype": "bfloat16"}])
+def test_bf16_phases_stay_within_bf16_rounding_of_the_float32_forward(models, dtypes):
+    """A bfloat16 prefill (autocast) and/or bfloat16 decoding matmuls: the sampled tokens' log-probs stay within
+    bf16 rounding of a recomputed float32 forward (what training recomputes), and are not equal to it (the
+    phase really ran in bf16; the float32 path matches to 1e-4 above). GRPO with bf16 rollouts therefore
+    takes its old log-probs from the update's own forward (test_grpo)."""
+    _, ours = models
+    ids, mask, pixels, grids = batch(left_pad=True, seed=1)
+    out = generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, max_new_tokens=12, do_sample=True,
+                   temperature=0.7, seed=3, eos_token_ids=[-1], **dtypes)
+    expected = recomputed_logprobs(ours, ids, mask, pixels, grids, out, 1, 0.7)
+    dev = max(float((torch.tensor(got) - want).abs().max()) for got, want in zip(out.logprobs, expected))
+    assert 1e-5 < dev < 2e-2
+    with pytest.raises(ValueError, match="decode_dtype"):
+        generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, max_new_tokens=2, decode_dtype="int8")
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_decoding_step_equals_the_model_forward_with_the_cache(models, lora):
+    """The decoding step (q/k/v and gate/up stacked, weights prepacked, a rope table, the padding as an
+    additive mask) gives the logits of the model's own forward over the cache, step after step; with peft
+    LoRA layers (called as they are, not stacked) too, whose adapters change the logits."""
+    from mimolab.model.generation import GenerationConfig, _decode_mask, _prefill
+    from mimolab.model.language import Decoder
+    from mimolab.train.lora import add_lora
+
+    model = copy.deepcopy(models[1])
+    if lora:
+        add_lora(model, ("llm",), r=4)
+        with torch.no_grad():  # lora_B starts at zero: give the adapters an effect
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.1)
+    ids, mask, pixels, grids = batch(left_pad=True)
+    with torch.no_grad():
+        cache, logits, next_pos, mask = _prefill(model, ids, mask, GenerationConfig(max_new_tokens=3),
+                                                 {"pixel_values": pixels, "image_grid_thw": grids})
+        reference_cache = copy.deepcopy(cache)
+        decoder = Decoder(model.language_model, model.lm_head, max_position=int(next_pos.max()) + 3)
+        additive = _decode_mask(mask, cache.max_len, model.dtype)
+        tokens = [logits.argmax(-1)]
+        for step in range(3):
+            got = decoder(tokens[-1], next_pos + step, cache, additive)
+            mask = torch.cat([mask, mask.new_ones(3, 1)], dim=1)
+            want = model(tokens[-1][:, None], attention_mask=mask, cache=reference_cache,
+                         position_ids=(next_pos + step).view(1, -1, 1).expand(3, -1, 1)).logits[:, -1]
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+            tokens.append(got.argmax(-1))
+        if lora:  # the adapters count: the base weights alone give other logits for the same last step
+            base = Decoder(models[1].language_model, models[1].lm_head, max_position=int(next_pos.max()) + 3)
+            cache.length -= 1
+            assert not torch.allclose(base(tokens[-2], next_pos + 2, cache, additive), got, atol=1e-3)
 
 
 def repeated(ids, mask, pixels, grids, n):
@@ -109,9 +171,9 @@ def test_num_return_sequences_prefills_once_and_samples_as_if_the_prompts_were_r
         once = ours(ids, mask, pixel_values=pixels, image_grid_thw=grids).logits[:, -1]
         many = ours(rep[0], rep[1], pixel_values=rep[2], image_grid_thw=rep[3]).logits[:, -1]
     torch.testing.assert_close(once.repeat_interleave(n, 0), many, atol=1e-5, rtol=0)
-    seen = {"patches": [], "prefill_rows": []}
+    seen = {"patches": [], "rows": []}
     hooks = [ours.visual.register_forward_pre_hook(lambda m, a: seen["patches"].append(a[0].shape[0])),
-             ours.language_model.register_forward_pre_hook(lambda m, a: seen["prefill_rows"].append(a[0].shape))]
+             ours.language_model.embed_tokens.register_forward_pre_hook(lambda m, a: seen["rows"].append(a[0].shape))]
     kw = dict(max_new_tokens=10, do_sample=True, temperature=1.3, seed=5)
     try:
         new = generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, num_return_sequences=n,
@@ -119,8 +181,8 @@ def test_num_return_sequences_prefills_once_and_samples_as_if_the_prompts_were_r
     finally:
         for h in hooks:
             h.remove()
-    assert seen["patches"] == [pixels.shape[0]] and seen["prefill_rows"][0][0] == 3  # once per prompt
-    assert [shape[0] for shape in seen["prefill_rows"][1:]] == [3 * n] * 9  # then every row decodes
+    assert seen["patches"] == [pixels.shape[0]] and seen["rows"][0][0] == 3  # once per prompt
+    assert [shape[0] for shape in seen["rows"][1:]] == [3 * n] * 9  # then every row decodes
     stop = new.sequences[4][3]  # an eos that some rows sample mid-way: rows leave the expanded batch
     for eos in ([-1], [stop]):
         new = generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, num_return_sequences=n,

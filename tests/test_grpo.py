@@ -71,7 +71,7 @@ def test_rollout_prefills_each_prompt_once(processor, tmp_path):
     samples = t.draw_prompts()
     seen = {"patches": [], "rows": []}
     hooks = [t.model.visual.register_forward_pre_hook(lambda m, a: seen["patches"].append(a[0].shape[0])),
-             t.model.language_model.register_forward_pre_hook(lambda m, a: seen["rows"].append(a[0].shape[0]))]
+             t.model.language_model.embed_tokens.register_forward_pre_hook(lambda m, a: seen["rows"].append(len(a[0])))]
     try:
         groups = t.rollout(samples)
     finally:
@@ -81,6 +81,44 @@ def test_rollout_prefills_each_prompt_once(processor, tmp_path):
     assert seen["patches"] == [sum(p.pixel_values.shape[0] for p in prompts)]
     assert seen["rows"][0] == len(samples) and seen["rows"][1] == len(samples) * t.cfg.group_size
     assert all(len({tuple(r.tokens) for r in g}) > 1 for g in groups)
+
+
+def test_bf16_rollouts_and_update_take_the_old_logprobs_from_the_update(processor, tmp_path):
+    """Rollouts in bfloat16 and the update under bf16 autocast: the sampler's log-probs are within bf16 rounding
+    of the update's, not equal to them, so the old log-probs are the update's own and the first ratio is
+    exactly 1; the distance is logged. Another rollout dtype is refused by name."""
+    t = trainer(processor, tmp_path, rollout_dtype="bfloat16", bf16=True)
+    before = {n: p.detach().clone() for n, p in t.model.named_parameters()}
+    record = t.step()
+    assert record["first_update/ratio_max_dev"] == 0.0 and record["first_update/clip_fraction"] == 0.0
+    assert 1e-6 < record["sampler_logprob_max_dev"] < 0.05
+    assert any(not torch.equal(p, before[n]) for n, p in t.model.named_parameters())  # the update still trains
+    with pytest.raises(ValueError, match="rollout_dtype"):
+        GRPOConfig(rollout_dtype="float16")
+
+
+def test_completion_logprobs_packed_equal_each_sample_alone(processor, tmp_path):
+    """Samples packed into unpadded rows, the head on the target positions only: log-probs and entropies
+    equal those of one full forward per sample."""
+    from mimolab.data.packing import collate_packed
+    from mimolab.rl.grpo import completion_logprobs
+
+    t = trainer(processor, tmp_path)
+    samples = [r.training_sample(t.model.config) for g in t.rollout(t.draw_prompts()) for r in g]
+    model = t.model.eval()
+    with torch.no_grad():  # rows of about two samples: several rows, and samples that share one
+        lps, ents = completion_logprobs(model, samples, 0.8, 2 * max(map(len, samples)), with_entropy=True,
+                                        suppress=t.suppress)
+        for s, lp, ent in zip(samples, lps, ents):
+            inputs = {k: v for k, v in collate_packed([s], len(s), 0).model_inputs().items() if k != "labels"}
+            logits = model(**inputs).logits[0].float()
+            logits[:, list(t.suppress)] = float("-inf")
+            full = torch.log_softmax(logits / 0.8, -1)
+            labels = torch.tensor(s.labels)
+            targets = (labels[1:] != -100).nonzero()[:, 0]
+            torch.testing.assert_close(lp, full[targets].gather(-1, labels[targets + 1, None])[:, 0], atol=1e-5, rtol=0)
+            want = -(full[targets].exp() * full[targets].clamp_min(-1e30)).sum(-1)
+            torch.testing.assert_close(ent, want, atol=1e-5, rtol=0)
 
 
 def test_vanilla_updates_move_the_ratio_and_kl(processor, tmp_path):

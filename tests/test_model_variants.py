@@ -64,7 +64,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 
 def test_vision_segment_loop_equals_block_mask(monkeypatch):
-    """Large inputs attend segment by segment instead of through an N^2 mask: same result."""
+    """Large inputs (and any on a CPU) attend segment by segment instead of through an N^2 mask: same result."""
     import mimolab.model.vision as vision
 
     torch.manual_seed(0)
@@ -72,10 +72,41 @@ def test_vision_segment_loop_equals_block_mask(monkeypatch):
     grids = torch.tensor([[1, 12, 16], [2, 8, 8]])
     pixels = torch.randn(int(grids.prod(-1).sum()), 3 * 2 * 14 * 14)
     with torch.no_grad():
+        looped = model.visual(pixels, grids)  # on a CPU
+        monkeypatch.setattr(vision, "segments_without_mask", lambda device: False)
         masked = model.visual(pixels, grids)
         monkeypatch.setattr(vision, "MAX_MASKED_PATCHES", 10)
-        looped = model.visual(pixels, grids)
+        looped_when_large = model.visual(pixels, grids)
     torch.testing.assert_close(looped, masked, atol=1e-6, rtol=0)
+    torch.testing.assert_close(looped_when_large, masked, atol=1e-6, rtol=0)
+
+
+def test_packed_rows_attend_per_sample_like_the_block_mask(monkeypatch):
+    """On a CPU a packed row's samples attend one by one (no mask): logits and gradients as with the row's
+    block-diagonal mask, in SDPA and in eager attention."""
+    import mimolab.model.vlm as vlm
+    from mimolab.data.packing import TokenizedSample, collate_packed
+
+    samples = []
+    for i, n in enumerate((9, 17, 5)):
+        ids = [(7 * i + t) % 1000 for t in range(n)]
+        samples.append(TokenizedSample(ids, ids, torch.arange(n).expand(3, -1).clone()))
+    row = collate_packed(samples, 40, CFG.pad_token_id)  # three samples and a padding tail
+    for backend in ("sdpa", "eager"):
+        torch.manual_seed(0)
+        model = MiMoVL(CFG.replace(attn_implementation=backend))
+        results = []
+        for per_sample in (True, False):
+            monkeypatch.setattr(vlm, "segments_without_mask", lambda device, on=per_sample: on)
+            out = model(**row.model_inputs())
+            out.loss.backward()
+            results.append((out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                                  if p.grad is not None}))
+            model.zero_grad()
+        torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=0)
+        assert results[0][1].keys() == results[1][1].keys()
+        for name, grad in results[0][1].items():
+            torch.testing.assert_close(grad, results[1][1][name], atol=1e-6, rtol=1e-4, msg=name)
 
 
 def test_equal_vision_segments_run_as_a_batch_like_the_block_mask(monkeypatch):
@@ -100,5 +131,6 @@ def test_equal_vision_segments_run_as_a_batch_like_the_block_mask(monkeypatch):
             return seg
 
         monkeypatch.setattr(vision, "_segments", masked_only)
+        monkeypatch.setattr(vision, "segments_without_mask", lambda device: False)
         masked = model.visual(pixels, grids)
     torch.testing.assert_close(batched, masked, atol=1e-6, rtol=0)

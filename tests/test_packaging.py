@@ -20,7 +20,7 @@ def _name(requirement: str) -> str:
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    pip_names = {_name(r) for r in project["dependencies"] + extras["notebooks"] + extras["dev"]}
+    pip_names = {_name(r) for r in project["dependencies"] + extras["notebooks"] + extras["dev"] + extras["bench"]}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     conda_names = {_name(r) for r in pip_section if not r.startswith("-e")}

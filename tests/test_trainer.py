@@ -1,5 +1,7 @@
 """The training loop: frozen parts stay frozen, the schedule, and exact resume after a crash."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -7,6 +9,7 @@ from mimolab import MiMoVL, MiMoVLConfig
 from mimolab.data.pipeline import world_mixture, world_processor, world_tokenizer
 from mimolab.model.vlm import part_of
 from mimolab.train import Stage, Trainer
+from mimolab.train.stage import cpu_has_bf16
 
 CFG = MiMoVLConfig.from_name("smoke")
 SHARES = {"caption": 0.5, "counting": 0.3, "text": 0.2}
@@ -93,19 +96,56 @@ def test_warmup_then_cosine():
         Stage(lr={"decoder": 1.0})
 
 
-def test_resumed_run_matches_an_uninterrupted_one(processor, tmp_path):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_resumed_run_matches_an_uninterrupted_one(processor, tmp_path, bf16):
     stage = Stage(name="stage3", lr={"vision": 1e-3, "projector": 1e-3, "llm": 1e-3}, shares=SHARES, steps=6,
-                  warmup_steps=2, row_tokens=384, rows_per_step=2, checkpoint_every=3)
+                  warmup_steps=2, row_tokens=384, rows_per_step=2, checkpoint_every=3, bf16=bf16)
     straight = make(processor, stage, tmp_path / "straight").train()
     crashed = make(processor, stage, tmp_path / "crashed")
     crashed.train(steps=3)  # ... and the process dies here; a new one starts from the checkpoint
     resumed = make(processor, stage, tmp_path / "crashed", seed=123)
     assert resumed.resume() and resumed.step == 3
     tail = resumed.train()
-    assert [r["loss"] for r in tail] == pytest.approx([r["loss"] for r in straight[3:]], abs=1e-6)
+    assert [r["loss"] for r in tail] == [r["loss"] for r in straight[3:]]  # bit-identical
     assert (tmp_path / "crashed" / "checkpoints" / "step-000006" / "model" / "config.json").exists()
     reloaded = MiMoVL.from_pretrained(tmp_path / "crashed" / "checkpoints" / "step-000006" / "model")
     torch.testing.assert_close(dict(reloaded.state_dict()), dict(resumed.model.state_dict()))
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bfloat16 matrix instructions: bf16 trains in fp32")
+def test_bf16_stage_learns_like_fp32_with_float32_master_weights(processor, tmp_path):
+    """bf16 autocast on a CPU: on the same weights and rows, the first step's loss within bfloat16's error of
+    fp32's (yet not equal: the products did run in bfloat16); parameters, gradients and AdamW's moments stay
+    float32, and the step after moves the loss the way fp32's does."""
+    stage = Stage(name="s", lr={"vision": 1e-3, "projector": 1e-3, "llm": 1e-3}, shares=SHARES, steps=2,
+                  warmup_steps=1, row_tokens=512, rows_per_step=2, checkpoint_every=100)
+    fp32 = make(processor, stage, tmp_path / "fp32").train(progress=False)
+    trainer = make(processor, dataclasses.replace(stage, bf16=True), tmp_path / "bf16")
+    bf16 = trainer.train(progress=False)
+    assert bf16[0]["loss"] != fp32[0]["loss"]
+    for a, b in zip(bf16, fp32):
+        assert a["loss"] == pytest.approx(b["loss"], rel=2e-3)  # half of bfloat16's 2^-8 rounding step
+    params = [p for g in trainer.optimizer.param_groups for p in g["params"]]
+    assert all(p.dtype == torch.float32 for p in trainer.model.parameters())
+    moments = [t for state in trainer.optimizer.state.values() for k, t in state.items() if k != "step"]
+    assert len(moments) == 2 * len(params) and all(t.dtype == torch.float32 for t in moments)
+    row = trainer.next_rows()[0]
+    loss, _, _ = trainer._row_loss(row, n_targets=1, n_samples=1)
+    loss.backward()
+    assert all(p.grad.dtype == torch.float32 for p in params if p.grad is not None)
+    assert any(p.grad is not None for p in params)
+
+
+def test_bf16_without_bf16_instructions_trains_in_float32(processor, tmp_path, monkeypatch):
+    """On a CPU that would emulate bfloat16 (slower than float32), a bf16 stage warns and trains in float32."""
+    import mimolab.train.stage as stage_module
+
+    monkeypatch.setattr(stage_module, "cpu_has_bf16", lambda: False)
+    stage = Stage(name="s", lr={"llm": 1e-3}, shares=SHARES, steps=1, warmup_steps=1, row_tokens=256, rows_per_step=1)
+    fp32 = make(processor, stage, tmp_path / "fp32").train(progress=False)
+    with pytest.warns(UserWarning, match="no bfloat16 matrix instructions"):
+        bf16 = make(processor, dataclasses.replace(stage, bf16=True), tmp_path / "bf16").train(progress=False)
+    assert bf16[0]["loss"] == fp32[0]["loss"]
 
 
 def test_metrics_are_logged_per_step_and_task(processor, tmp_path):
@@ -132,27 +172,32 @@ def test_per_sample_losses_equal_each_sample_alone():
     assert got[2] == pytest.approx(float(ce(logits[0, 7:9], labels[0, 8:10])))
 
 
-def test_sample_weighting_is_the_mean_of_each_sample_alone(processor):
-    # a packed row under loss_weighting="sample": the loss and its gradient equal those of the mean of
-    # the samples' own (token-mean) losses, each sample run alone; token weighting would differ
+@pytest.mark.parametrize("weighting", ["sample", "token"])
+def test_row_loss_weights_samples_or_tokens_as_each_sample_alone(processor, tmp_path, weighting):
+    # a packed row through the Trainer's row loss (the head reads only the positions with a target): under
+    # "sample" its loss and gradient equal the mean of the samples' own (token-mean) losses, each sample run
+    # alone with full logits; under "token", the mean over all the row's targets; the two differ
     from mimolab.data.packing import collate_packed
-    from mimolab.train.loop import sample_weighted_loss
 
     stream = iter(world_mixture(SHARES, processor, CFG, max_length=512))
     samples = [next(stream) for _ in range(5)]
-    assert len({sum(l != -100 for l in s.labels) for s in samples}) > 1  # different numbers of targets
-    torch.manual_seed(0)
-    model = MiMoVL(CFG)
+    counts = [sum(l != -100 for l in s.labels[1:]) for s in samples]
+    assert len(set(counts)) > 1  # different numbers of targets
+    stage = Stage(lr={"llm": 1e-3, "vision": 1e-3, "projector": 1e-3}, shares=SHARES, loss_weighting=weighting)
+    trainer = make(processor, stage, tmp_path)
+    model = trainer.model
     row = collate_packed(samples, sum(len(s) for s in samples), CFG.pad_token_id)
-    packed = sample_weighted_loss(model(**row.model_inputs()).logits, row.labels, row.cu_seqlens, len(samples))
+    packed, _, _ = trainer._row_loss(row, n_targets=sum(counts), n_samples=len(samples))
     packed_grads = torch.autograd.grad(packed, list(model.parameters()), allow_unused=True)
-    alone = sum(model(**collate_packed([s], len(s), CFG.pad_token_id).model_inputs()).loss for s in samples) / len(samples)
-    alone_grads = torch.autograd.grad(alone, list(model.parameters()), allow_unused=True)
-    assert float(packed) == pytest.approx(float(alone), rel=1e-5)
-    for a, b in zip(packed_grads, alone_grads):
+    alone = [model(**collate_packed([s], len(s), CFG.pad_token_id).model_inputs()).loss for s in samples]
+    expected = (sum(alone) / len(samples) if weighting == "sample"
+                else sum(loss * n for loss, n in zip(alone, counts)) / sum(counts))
+    expected_grads = torch.autograd.grad(expected, list(model.parameters()), allow_unused=True)
+    assert float(packed.detach()) == pytest.approx(float(expected.detach()), rel=1e-5)
+    for a, b in zip(packed_grads, expected_grads):
         assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, atol=1e-6, rtol=1e-4))
-    token_mean = model(**row.model_inputs()).loss
-    assert abs(float(token_mean) - float(alone)) > 1e-3
+    with torch.no_grad():
+        assert abs(float(sum(alone).detach()) / len(samples) - float(model(**row.model_inputs()).loss)) > 1e-3
 
 
 def test_what_a_kill_leaves_among_the_checkpoints_is_cleaned_up_on_resume(tmp_path):

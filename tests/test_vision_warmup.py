@@ -1,6 +1,8 @@
 """The small profiles' vision warm-up: its labels against the rendered pixels, its features in the
 language model's token order, frozen parts, and a killed run that resumes with the same losses."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from mimolab import MiMoVL, MiMoVLConfig
 from mimolab.data.world.scene import COLORS
 from mimolab.model.summary import weight_changes
 from mimolab.processing import image_processor
-from mimolab.train.stage import load_stage
+from mimolab.train.stage import cpu_has_bf16, load_stage
 from mimolab.data.world.charts import BAR_COLOR, ROW, entry_boxes
 from mimolab.train.vision_warmup import (ATTRIBUTES, CHART_LABELS, IGNORE, MIN_PIXELS, SCENE_TASKS, VisionWarmup, scene,
                                          scene_batch)
@@ -114,7 +116,10 @@ def test_only_the_vit_trains(tmp_path, warmup_stage):
         VisionWarmup(model, load_stage("stage1_projector", "smoke"), image_processor(), tmp_path)
 
 
-def test_a_killed_warmup_resumes_with_the_same_losses(tmp_path, warmup_stage):
+@pytest.mark.parametrize("bf16", [False, True])
+def test_a_killed_warmup_resumes_with_the_same_losses(tmp_path, warmup_stage, bf16):
+    warmup_stage = dataclasses.replace(warmup_stage, bf16=bf16)
+
     def fresh():
         torch.manual_seed(0)
         return MiMoVL(MiMoVLConfig.from_name("smoke"))
@@ -127,4 +132,22 @@ def test_a_killed_warmup_resumes_with_the_same_losses(tmp_path, warmup_stage):
     assert resumed.resume() and resumed.step == 2
     history = resumed.train(progress=False)
     assert [r["step"] for r in history] == [3, 4]
-    assert [r["loss"] for r in history] == pytest.approx([r["loss"] for r in straight[2:]], abs=1e-6)
+    assert [r["loss"] for r in history] == [r["loss"] for r in straight[2:]]  # bit-identical
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bfloat16 matrix instructions: bf16 trains in fp32")
+def test_bf16_warmup_matches_fp32_with_float32_weights(tmp_path, warmup_stage):
+    """The warm-up under bf16 autocast: first losses within bfloat16's error of fp32's on the same images and
+    weights (not equal: the ViT's products ran in bfloat16); the ViT, the heads and AdamW's state stay float32."""
+    runs = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        warmup = VisionWarmup(MiMoVL(MiMoVLConfig.from_name("smoke")), dataclasses.replace(warmup_stage, bf16=bf16),
+                              image_processor(), tmp_path / str(bf16))
+        runs[bf16] = ([warmup.train_step()["loss"] for _ in range(2)], warmup)
+    assert runs[True][0] != runs[False][0]
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=2e-3)
+    warmup = runs[True][1]
+    tensors = [*warmup.model.parameters(), *warmup.heads.parameters(),
+               *(t for state in warmup.optimizer.state.values() for k, t in state.items() if k != "step")]
+    assert all(t.dtype == torch.float32 for t in tensors)

@@ -9,6 +9,11 @@ One function, ``attention(q, k, v, ...)``, three interchangeable backends:
 Masks are boolean, ``True`` = may attend. ``segment_ids`` (one id per token, per row) expresses both
 packing (several samples in one row) and the vision encoder's windows: a token attends only to
 tokens of its own segment. Padding is a segment id of -1 on the key side.
+
+Without a mask, ``cu_seqlens`` alone can carry the segments: ``sdpa`` and ``eager`` then attend segment by
+segment (``attend_per_segment``), the work of sum(L_i^2) instead of the mask's S^2 over the whole row. On a
+CPU (``segments_without_mask``) packed rows and the ViT's windows take that path: with the row's dense mask,
+SDPA was 40% of a cpu-preset training step (benchmarks/README.md, "CPU training (AMX bf16)").
 """
 
 from __future__ import annotations
@@ -32,13 +37,18 @@ def flash_available() -> bool:
 _warned_flash = False
 
 
+def check_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> None:
+    """Packed segments must cover the row exactly: a short cover would leave tokens in no segment."""
+    covered = int(cu_seqlens[-1] - cu_seqlens[0])
+    if covered != total:
+        raise ValueError(f"cu_seqlens covers {covered} tokens but the sequence has {total}")
+
+
 def segment_ids_from_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> torch.Tensor:
     """(n+1,) cumulative lengths -> (total,) segment index of every token."""
+    check_cu_seqlens(cu_seqlens, total)
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-    ids = torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths)
-    if ids.numel() != total:
-        raise ValueError(f"cu_seqlens covers {ids.numel()} tokens but the sequence has {total}")
-    return ids
+    return torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths)
 
 
 def causal_mask(q_len: int, k_len: int, device: torch.device) -> torch.Tensor:
@@ -100,8 +110,9 @@ def attention(
 ) -> torch.Tensor:
     """q: (B, H, Q, D); k, v: (B, KVH, K, D) with H a multiple of KVH (GQA). Returns (B, Q, H, D).
 
-    ``mask`` (boolean from ``build_mask``, or its ``additive`` float form) overrides ``causal``. ``cu_seqlens`` is only used by flash-attn
-    (B must be 1, Q == K); the mask must then express the same segments for the other backends.
+    ``mask`` (boolean from ``build_mask``, or its ``additive`` float form) overrides ``causal``. ``cu_seqlens``
+    (B must be 1, Q == K) gives the segments to flash-attn, and to the other backends when there is no mask;
+    with a mask, the mask must express the same segments.
     """
     if backend == "flash_attention_2" and q.is_cuda and flash_attn_varlen_func is not None and cu_seqlens is not None:
         return _flash_varlen(q, k, v, causal=causal, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
@@ -111,6 +122,15 @@ def attention(
             warnings.warn("flash-attn unavailable here (needs a CUDA GPU and the `gpu` extra): using SDPA")
             _warned_flash = True
         backend = "sdpa"
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        # under bf16 autocast on a CPU: attention in float32, as SDPA's CPU kernels ran forward+backward
+        # 1.2-2x slower in bfloat16 than in float32 at packed samples' lengths (64-256 tokens; benchmarks/README.md)
+        with torch.autocast("cpu", enabled=False):
+            return attention(q.float(), k.float(), v.float(), causal=causal, mask=mask, backend=backend,
+                             cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
+    if mask is None and cu_seqlens is not None and len(cu_seqlens) > 2:
+        return attend_per_segment(q, k, v, causal=causal, lengths=(cu_seqlens[1:] - cu_seqlens[:-1]).tolist(),
+                                  backend=backend)
     n_rep = q.shape[1] // k.shape[1]
     if backend == "sdpa" and q.shape[2] == 1 and not q.requires_grad:
         return _single_query(q, k, v, mask, n_rep)
@@ -127,16 +147,29 @@ def attention(
     return out.transpose(1, 2)
 
 
+def segments_without_mask(device: torch.device) -> bool:
+    """Whether the segments of a packed sequence attend one by one (``attend_per_segment``) instead of through a
+    block-diagonal mask: on a CPU, where the kernels gain nothing from one large call. (On a GPU a mask up to
+    ``vision.MAX_MASKED_PATCHES``, or flash-attn's varlen kernel; not measured per segment there.)"""
+    return device.type == "cpu"
+
+
+def attend_per_segment(q, k, v, *, causal: bool, lengths: list[int], backend: str = "sdpa") -> torch.Tensor:
+    """Each segment of a packed sequence (``lengths`` along dim 2 of (1, H, S, D)) attends to itself alone:
+    plain (causal) attention per segment, no mask. Returns (1, S, H, D) as ``attention``."""
+    chunks = zip(*(t.split(lengths, dim=2) for t in (q, k, v)))
+    return torch.cat([attention(*c, causal=causal, backend=backend) for c in chunks], dim=1)
+
+
 def _single_query(q, k, v, mask: torch.Tensor | None, n_rep: int) -> torch.Tensor:
-    """One decoding step: two small matmuls beat SDPA's kernels (built for long queries) here.
-    Query heads are grouped onto their key/value head instead of copying the cache."""
+    """One decoding step. Query heads are grouped onto their key/value head instead of copying the cache:
+    a group's queries are one SDPA call's query rows over its head's keys (no causal mask: every cached
+    key is in the past). One kernel instead of two small matmuls and a softmax: a cpu-preset decoding
+    step about 5% faster (benchmarks/profile_decode.py)."""
     B, H, _, D = q.shape
     q = q.view(B, H // n_rep, n_rep, D)  # (B, KVH, group, D)
-    scores = torch.matmul(q, k.transpose(-1, -2)) * (D ** -0.5)  # (B, KVH, group, K)
-    if mask is not None:  # (B or 1, 1, 1, K)
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-    probs = torch.softmax(scores.float(), dim=-1).to(v.dtype)
-    return torch.matmul(probs, v).view(B, 1, H, D)  # (B, KVH, group, D) -> (B, 1, H, D)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # mask (B or 1, 1, 1, K): padding only
+    return out.view(B, 1, H, D)  # (B, KVH, group, D) -> (B, 1, H, D)
 
 
 def _eager(q, k, v, *, causal: bool, mask: torch.Tensor | None, n_rep: int) -> torch.Tensor:

@@ -14,6 +14,13 @@ for the full (B * n)-row batch, in the same row order.
 
 Positions: the prompt's 3D positions come from ``get_rope_index``; each generated token is text,
 so its three position ids are all ``max(prompt positions) + 1 + step`` (transformers' rope_deltas).
+
+The prefill is the model's forward; each step after it runs ``language.Decoder`` (the same modules,
+with q/k/v and gate/up stacked into one matmul each, weights prepacked once per call, the padding as
+an additive mask over the static cache). ``prefill_dtype`` / ``decode_dtype`` = "bfloat16" lower the
+matmuls of either phase (on a CPU with bf16 units: bf16 wins at prefill shapes and, on an AMD EPYC
+with avx512_bf16, at decoding shapes too; benchmarks/README.md): log-probs are then within bf16
+rounding of the float32 forward, not equal to it. The default keeps the model's dtype.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mimolab.model.language import KVCache
+from mimolab.model.language import Decoder, KVCache
 
 
 @dataclass
@@ -38,10 +45,28 @@ class GenerationConfig:
     seed: int | None = None
     suppress_token_ids: Sequence[int] = ()  # never sampled (RL rollouts: media placeholders); excluded from logprobs
     num_return_sequences: int = 1  # rows per prompt, prompt i's at i*n .. i*n+n-1; the prompt is prefilled once
+    # matmul precision per phase (None: the model's dtype, log-probs equal to its forward): "bfloat16" runs the
+    # prefill under autocast / the decoding steps' matmuls in bfloat16 (faster where the CPU has bf16 units)
+    prefill_dtype: torch.dtype | str | None = None
+    decode_dtype: torch.dtype | str | None = None
 
     def __post_init__(self) -> None:
         if self.num_return_sequences < 1:
             raise ValueError(f"num_return_sequences must be at least 1, got {self.num_return_sequences}")
+        self.prefill_dtype = as_dtype(self.prefill_dtype, "prefill_dtype")
+        self.decode_dtype = as_dtype(self.decode_dtype, "decode_dtype")
+
+
+MATMUL_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def as_dtype(value: torch.dtype | str | None, name: str) -> torch.dtype | None:
+    """A dtype given as a torch.dtype or its name (YAML configs); None stays None."""
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    if value not in MATMUL_DTYPES:
+        raise ValueError(f"{name} {value!r}: choose one of {sorted(MATMUL_DTYPES)} (or None for the model's dtype)")
+    return MATMUL_DTYPES[value]
 
 
 @dataclass
@@ -110,8 +135,10 @@ def _prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
                                             **{k: vision_inputs.get(k) for k in vision_keys})
     next_pos = deltas[:, 0] + attention_mask.sum(-1)  # = largest prompt position + 1, per row
     cache = KVCache.empty(model.config.text, B, S + cfg.max_new_tokens, input_ids.device, model.dtype)
-    logits = model(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                   logits_to_keep=1, **vision_inputs).logits[:, -1]
+    lower = cfg.prefill_dtype not in (None, model.dtype)
+    with torch.autocast(input_ids.device.type, dtype=cfg.prefill_dtype or torch.bfloat16, enabled=lower):
+        logits = model(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                       logits_to_keep=1, **vision_inputs).logits[:, -1].float()
     n = cfg.num_return_sequences
     if n > 1:  # (B, ...) -> (B * n, ...): row i*n + j is sample j of prompt i, as if the prompts were repeated
         cache.repeat_rows(n)
@@ -133,6 +160,9 @@ def decode_steps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
     if cfg.seed is not None:
         rng = torch.Generator(device=device).manual_seed(cfg.seed)  # used by the sampling steps only
     cache, logits, next_pos, attention_mask = _prefill(model, input_ids, attention_mask, cfg, vision_inputs)
+    decoder = Decoder(model.language_model, model.lm_head, cfg.decode_dtype,
+                      max_position=int(next_pos.max()) + cfg.max_new_tokens)
+    mask = _decode_mask(attention_mask, cache.max_len, model.dtype)
     rows = torch.arange(logits.shape[0], device=device)
     for step in range(cfg.max_new_tokens):
         token, logprob = _next_token(logits, cfg, rng)
@@ -140,15 +170,26 @@ def decode_steps(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
         done = torch.isin(token, eos)
         if stop_rows:
             done |= torch.isin(rows, torch.tensor(stop_rows, device=device))
-        if step == cfg.max_new_tokens - 1 or bool(done.all()):
+        if step == cfg.max_new_tokens - 1:
             return
         if bool(done.any()):  # finished rows leave the batch
+            if bool(done.all()):
+                return
             keep = ~done
-            rows, token, next_pos, attention_mask = rows[keep], token[keep], next_pos[keep], attention_mask[keep]
+            rows, token, next_pos = rows[keep], token[keep], next_pos[keep]
+            mask = mask[keep] if mask is not None else None
             cache.select(keep)
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(rows), 1)], dim=1)
-        pos = (next_pos + step).view(1, -1, 1).expand(3, -1, -1)
-        logits = model(token[:, None], attention_mask=attention_mask, position_ids=pos, cache=cache).logits[:, -1]
+        logits = decoder(token, next_pos + step, cache, mask)
+
+
+def _decode_mask(attention_mask: torch.Tensor, max_len: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """The prompts' padding as an additive mask over the whole cache (R, 1, 1, max_len): -inf on
+    padding, 0 on prompt tokens and on every generated position; None when no prompt is padded."""
+    if bool(attention_mask.all()):
+        return None
+    mask = torch.zeros(attention_mask.shape[0], 1, 1, max_len, dtype=dtype, device=attention_mask.device)
+    mask[:, 0, 0, :attention_mask.shape[1]].masked_fill_(attention_mask == 0, float("-inf"))
+    return mask
 
 
 @torch.inference_mode()

@@ -3,15 +3,18 @@ Qwen2.5-VL's 3D rotary positions, with a static KV cache for generation and opti
 multi-token-prediction (MTP) layers.
 
 Shapes: hidden states (B, S, hidden); position_ids (3, B, S); the KV cache holds, per layer,
-keys and values (B, kv_heads, max_len, head_dim) and is written at ``cache.length``.
+keys and values (B, kv_heads, max_len, head_dim) and is written at ``cache.length``. ``Decoder`` is
+the generation step over that cache (one token per row), built from the same modules.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from mimolab.config import MiMoVLConfig, TextConfig
@@ -48,9 +51,15 @@ class KVCache:
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
     def select(self, rows: torch.Tensor) -> None:
-        """Keep only some batch rows (finished sequences leave the batch)."""
-        self.keys = [k[rows] for k in self.keys]
-        self.values = [v[rows] for v in self.values]
+        """Keep only some batch rows (finished sequences leave the batch); only the ``length`` filled
+        positions are copied, the rest of the new buffers stays unwritten as in ``empty``."""
+        def keep(t: torch.Tensor) -> torch.Tensor:
+            out = t.new_empty((int(rows.sum()) if rows.dtype == torch.bool else len(rows), *t.shape[1:]))
+            out[:, :, :self.length] = t[rows, :, :self.length]
+            return out
+
+        self.keys = [keep(k) for k in self.keys]
+        self.values = [keep(v) for v in self.values]
 
     def repeat_rows(self, n: int) -> None:
         """Each row becomes ``n`` consecutive rows (a prompt prefilled once, then sampled ``n`` times);
@@ -62,6 +71,95 @@ class KVCache:
 
         self.keys = [grow(k) for k in self.keys]
         self.values = [grow(v) for v in self.values]
+
+
+
+def _as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return x if x.dtype == dtype else x.to(dtype)  # a no-op cast still costs a dispatch per matmul
+
+
+def fused_linear(modules: list[nn.Module], dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One matmul for several ``nn.Linear`` reading the same input (their weights stacked, in ``dtype``;
+    the outputs equal the separate products concatenated). Anything else (peft's LoRA layers) is
+    called as it is, in its own dtype, and the outputs concatenated."""
+    if all(type(m) is nn.Linear for m in modules) and len({m.bias is None for m in modules}) == 1:
+        weight = torch.cat([m.weight for m in modules]).to(dtype)
+        bias = None if modules[0].bias is None else torch.cat([m.bias for m in modules]).to(dtype)
+        cpu = weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
+        if cpu and dtype in (torch.float32, torch.bfloat16):
+            # a decoding step reads every weight once for a few rows: prepacked once into oneDNN's blocked
+            # layout, the products skip re-packing the weight at each call (15-25% of a cpu-preset step,
+            # benchmarks/profile_decode.py)
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+            return lambda x: torch.ops.mkldnn._linear_pointwise(_as(x, dtype), packed, bias, "none", [], "")
+        return lambda x: F.linear(_as(x, dtype), weight, bias)
+    return lambda x: torch.cat([m(x.to(m.weight.dtype)) for m in modules], dim=-1)
+
+
+def rms_norm(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    """``norm(x)`` for float32 activations as one kernel (the same numbers as RMSNorm's float32 steps;
+    a decoding step runs nine norms on a few rows, where each separate op is mostly call overhead)."""
+    if x.dtype != torch.float32 or type(norm) is not RMSNorm:
+        return norm(x)
+    return F.rms_norm(x, norm.weight.shape, norm.weight, norm.eps)
+
+
+class Decoder:
+    """The decoding step: one new token per row on top of a filled ``KVCache``, what generation runs
+    hundreds of times per prompt. Same modules and functions as ``LanguageModel.forward`` (norms,
+    rope, ``apply_rotary``, ``KVCache.update``, ``attention``), with what a single token makes
+    possible: q/k/v and gate/up each one matmul (weights stacked once per generation), 2D
+    activations (no sequence axis), positions that are text positions (one id per row), and a
+    padding mask given already in additive form. ``dtype`` is the matmuls' (bfloat16 on a float32 model
+    runs them in half precision as autocast would; norms, rope, attention over the cache and the
+    residual stream stay in the model's dtype)."""
+
+    def __init__(self, language_model: "LanguageModel", lm_head: nn.Linear, dtype: torch.dtype | None = None,
+                 max_position: int = 0) -> None:
+        self.lm, self.dtype = language_model, dtype or lm_head.weight.dtype
+        cfg = language_model.cfg
+        self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.backend = language_model.layers[0].self_attn.backend if len(language_model.layers) else "sdpa"
+        self.layers = []
+        for layer in language_model.layers:
+            a, m = layer.self_attn, layer.mlp
+            fuse = lambda *modules: fused_linear(list(modules), self.dtype)  # noqa: E731
+            self.layers.append((layer.input_layernorm, fuse(a.q_proj, a.k_proj, a.v_proj), fuse(a.o_proj),
+                                layer.post_attention_layernorm, fuse(m.gate_proj, m.up_proj), fuse(m.down_proj)))
+        self.head = fused_linear([lm_head], self.dtype)
+        self.rope_table = None
+        if max_position:  # a text position's three ids are equal: cos/sin of positions 0..max_position - 1, once
+            device = language_model.embed_tokens.weight.device
+            positions = torch.arange(max_position, device=device).view(1, 1, -1).expand(3, 1, -1)
+            dtype = language_model.embed_tokens.weight.dtype
+            self.rope_table = [t[0, 0] for t in language_model.rope(positions, dtype)]  # (max_position, D) each
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (R,), positions (R,), mask (R, 1, 1, >= cache.length + 1) additive or None -> logits (R, V)."""
+        x = self.lm.embed_tokens(tokens)  # (R, hidden)
+        if self.rope_table is not None:  # positions < max_position (the caller's bound)
+            rope = tuple(t[positions][:, None] for t in self.rope_table)  # (R, 1, D): broadcast over heads
+        else:
+            rope = tuple(t[:, 0] for t in self.lm.rope(positions.view(1, -1, 1).expand(3, -1, 1), x.dtype))
+        if mask is not None:
+            mask = mask[..., :cache.length + 1]
+        for i, (attn_norm, qkv, o, mlp_norm, gate_up, down) in enumerate(self.layers):
+            x = x + o(self._attend(i, qkv(rms_norm(attn_norm, x)), rope, cache, mask))
+            gate, up = gate_up(rms_norm(mlp_norm, x)).chunk(2, dim=-1)
+            x = x + down(F.silu(gate) * up)
+        cache.length += 1
+        return self.head(rms_norm(self.lm.norm, x))
+
+    def _attend(self, layer: int, qkv: torch.Tensor, rope: tuple, cache: KVCache,
+                mask: torch.Tensor | None) -> torch.Tensor:
+        """(R, (H + 2 KVH) * D) projections -> (R, H * D) attention output over the cache."""
+        R, H, KVH, D = qkv.shape[0], self.heads, self.kv_heads, self.head_dim
+        qkv = qkv.view(R, H + 2 * KVH, D)
+        qk = _as(apply_rotary(qkv[:, :H + KVH], *rope), cache.keys[layer].dtype)  # q and k heads, to the cache's dtype
+        k, v = cache.update(layer, qk[:, H:, None], qkv[:, H + KVH:, None])  # (R, KVH, length + 1, D)
+        out = attention(qk[:, :H, None], k, v, causal=True, mask=mask, backend=self.backend)  # (R, 1, H, D)
+        return out.reshape(R, H * D)
 
 
 class Attention(nn.Module):

@@ -20,6 +20,7 @@ measured and logged.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,13 +29,14 @@ import torch
 
 from mimolab.data.packing import TokenizedSample, collate_packed
 from mimolab.data.tokenize import make_sample
-from mimolab.settings import check_keys, check_value, load_run_file
+from mimolab.settings import as_number, check_keys, check_value, load_run_file
 from mimolab.train.stage import check_tasks
 
 if TYPE_CHECKING:
     from mimolab.data.world import Difficulty
 
 LOSS_AGGREGATIONS = ("token_mean", "seq_mean", "constant")
+ROLLOUT_DTYPES = (None, "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,20 @@ class GRPOConfig:
     lora_alpha: int = 16
     lora_parts: tuple[str, ...] = ("llm",)  # see mimolab.train.lora.LORA_TARGETS
     checkpoint_every: int = 10  # steps between checkpoints in pipeline runs (0: only at the end)
+    # rollouts' matmul dtype (None: the model's; log-probs equal the update's forward, the ratio is exactly 1).
+    # "bfloat16": prefill and decoding steps in bf16 (faster on CPUs with bf16 units); the old log-probs are then
+    # the first update's own (training dtype, detached) and the sampler's distance from them is logged
+    rollout_dtype: str | None = None
+    # the update's forward (and the reference's) under bfloat16 autocast, float32 weights and optimizer (as a
+    # pre-training Stage's bf16); the old log-probs are then the first update's own, as with rollout_dtype
+    bf16: bool = False
 
     def __post_init__(self) -> None:
         """Refuse nonsense when the config is made (loaded), before any rollout or checkpoint."""
         if self.loss_agg not in LOSS_AGGREGATIONS:
             raise ValueError(f"loss_agg {self.loss_agg!r}: choose one of {LOSS_AGGREGATIONS}")
+        if self.rollout_dtype not in ROLLOUT_DTYPES:
+            raise ValueError(f"rollout_dtype {self.rollout_dtype!r}: choose one of {ROLLOUT_DTYPES}")
         if isinstance(self.group_size, int) and self.group_size < 2:
             raise ValueError("group_size must be at least 2: advantages compare completions of one prompt")
         source = "GRPO config"
@@ -146,10 +157,13 @@ class Rollout:
 
 
 def completion_logprobs(model, samples: list[TokenizedSample], temperature: float, row_tokens: int,
-                        with_entropy: bool = False, suppress: tuple[int, ...] = ()) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+                        with_entropy: bool = False, suppress: tuple[int, ...] = (),
+                        bf16: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per-token log-probabilities (and entropies) of each sample's target tokens under
-    softmax(logits / T), samples packed into rows of ``row_tokens`` (one forward per row); tokens in
-    ``suppress`` are out of the distribution, as the generator's ``suppress_token_ids``."""
+    softmax(logits / T), samples packed into rows of at most ``row_tokens`` (one forward per row, no
+    padding); tokens in ``suppress`` are out of the distribution, as the generator's ``suppress_token_ids``.
+    The head runs on the target positions only (the completions: often a third of a rollout's tokens).
+    ``bf16``: the forward under bfloat16 autocast (the log-softmax stays float32)."""
     out_lp: list[torch.Tensor | None] = [None] * len(samples)
     out_ent: list[torch.Tensor | None] = [None] * len(samples)
     rows, room, current = [], 0, []
@@ -162,25 +176,26 @@ def completion_logprobs(model, samples: list[TokenizedSample], temperature: floa
             room = row_tokens
         current.append(i)
         room -= len(s)
-    pad = model.config.padding_id
     for row in rows:
-        packed = collate_packed([samples[i] for i in row], row_tokens, pad)
-        logits = model(**{k: v for k, v in packed.model_inputs().items() if k != "labels"}).logits[0]
-        logits = logits.float()
+        packed = collate_packed([samples[i] for i in row], sum(len(samples[i]) for i in row), model.config.padding_id)
+        targets, start = [], 0  # token t + 1 is predicted at position t
+        for i in row:
+            labels = torch.tensor(samples[i].labels)
+            targets.append(start + (labels[1:] != -100).nonzero()[:, 0])
+            start += len(samples[i])
+        keep = torch.cat(targets)
+        inputs = {k: v for k, v in packed.model_inputs().items() if k != "labels"}
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(**inputs, logits_to_keep=keep).logits[0].float()  # (targets, V)
         if suppress:
             logits = logits.index_fill(-1, torch.tensor(suppress, device=logits.device), float("-inf"))
         logp_all = torch.log_softmax(logits / temperature, dim=-1)
-        start = 0
-        for i in row:
-            n = len(samples[i])
-            labels = torch.tensor(samples[i].labels)
-            targets = (labels[1:] != -100).nonzero()[:, 0]  # token t+1 is predicted at position t
-            positions = start + targets
-            out_lp[i] = logp_all[positions].gather(-1, labels[1:][targets, None].to(logits.device))[:, 0]
+        sizes = [len(t) for t in targets]
+        labels = packed.labels[0, keep + 1].to(logits.device).split(sizes)
+        for i, logp, lab in zip(row, logp_all.split(sizes), labels):
+            out_lp[i] = logp.gather(-1, lab[:, None])[:, 0]
             if with_entropy:
-                probs = logp_all[positions].exp()
-                out_ent[i] = -(probs * logp_all[positions].clamp_min(-1e30)).sum(-1).detach()  # 0 * -inf -> 0
-            start += n
+                out_ent[i] = -(logp.exp() * logp.clamp_min(-1e30)).sum(-1).detach()  # 0 * -inf -> 0
     return out_lp, out_ent
 
 
@@ -190,6 +205,9 @@ def load_grpo_config(name_or_path: str | Path, profile: str, **overrides) -> GRP
     source = f"GRPO file {spec.pop('name')!r}"
     spec.pop("what", None)
     check_keys(spec, GRPOConfig, source)
+    for f in dataclasses.fields(GRPOConfig):
+        if f.type == "float" and f.name in spec:
+            spec[f.name] = as_number(spec[f.name])
     if isinstance(spec.get("lora_parts"), list):
         spec["lora_parts"] = tuple(spec["lora_parts"])
     if isinstance(spec.get("tasks"), dict):

@@ -1,4 +1,5 @@
-"""The GRPO loop: prompts from the synthetic world, group rollouts with the KV-cache generator,
+"""The GRPO loop: prompts from the synthetic world (or from any prompt source: ``prompts=``, such as
+``mimolab.data.files.PromptFile`` over a file's records), group rollouts with the KV-cache generator,
 rewards, advantages, updates, logs. The math lives in ``grpo.py``; this file moves data.
 
 The reference policy is the starting weights: with LoRA, the same model with its adapters
@@ -30,10 +31,23 @@ STATE_FILE = "grpo_state.pt"
 RL_INDEX_BASE = 2 * 10**6  # RL prompts come from their own range of world indices (not pre-training's, not held-out)
 
 
+def prompt_turns(sample) -> list[dict]:
+    """TRL's conversational ``prompts`` column for a sample: the turns before the reply, as text."""
+    turns = sample.messages[:-1] if sample.messages[-1]["role"] == "assistant" else sample.messages
+    text = lambda c: c if isinstance(c, str) else "".join(i["text"] for i in c if i.get("type") == "text")  # noqa: E731
+    return [{"role": m["role"], "content": text(m["content"])} for m in turns]
+
+
 def reward_columns(samples: list) -> dict:
-    """The per-sample columns every reward gets (``samples``: the prompts, for reward models)."""
-    return {"task": [s.task for s in samples], "answer": [s.answer for s in samples],
-            "reference": [s.reply for s in samples], "samples": samples}
+    """The per-sample columns every reward gets (``samples``: the prompts, for reward models), and, as
+    TRL passes a data set's columns, ``prompts`` and every field a prompt record carries
+    (``meta["columns"]``; None for a sample without it). ``reference``: the reply turn, None for a
+    prompt that has none."""
+    columns = {"task": [s.task for s in samples], "answer": [s.answer for s in samples],
+               "reference": [s.reply if s.messages[-1]["role"] == "assistant" else None for s in samples],
+               "prompts": [prompt_turns(s) for s in samples], "samples": samples}
+    extra = dict.fromkeys(k for s in samples for k in s.meta.get("columns", {}) if k not in columns)
+    return {**columns, **{k: [s.meta.get("columns", {}).get(k) for s in samples] for k in extra}}
 
 
 def rollout_prompt(processor, config, sample):
@@ -44,7 +58,7 @@ def rollout_prompt(processor, config, sample):
 
 class GRPOTrainer:
     def __init__(self, model, processor, cfg: GRPOConfig, run_dir: str | Path, *, rewards: list | None = None,
-                 tracker: Tracker | None = None) -> None:
+                 tracker: Tracker | None = None, prompts=None) -> None:
         if cfg.lora_rank and not has_lora(model):
             with LoopRNG(cfg.seed).active():  # lora_A's random start is the run's, not whatever ran before
                 add_lora(model, cfg.lora_parts, r=cfg.lora_rank, alpha=cfg.lora_alpha)
@@ -61,12 +75,17 @@ class GRPOTrainer:
         self.rng = random.Random(cfg.seed)
         self.step_count = 0
         self.next_index = defaultdict(int)
+        # None: world prompts by the config's task weights; else an object with draw(n) -> samples and
+        # state_dict() / load_state_dict() (its position goes into checkpoints)
+        self.prompts = prompts
         # media placeholders are never sampled: a completion is text, and a sampled <|image_pad|> has no image
         c = model.config
         self.suppress = (c.image_token_id, c.video_token_id, c.vision_start_token_id, c.vision_end_token_id)
 
     # ------------------------------------------------------------------ data
     def draw_prompts(self) -> list:
+        if self.prompts is not None:
+            return self.prompts.draw(self.cfg.prompts_per_step)
         tasks, weights = zip(*self.cfg.tasks)
         picked = self.rng.choices(tasks, weights=weights, k=self.cfg.prompts_per_step)
         samples = []
@@ -87,7 +106,8 @@ class GRPOTrainer:
         out = generate(self.model, batch.pop("input_ids"), batch.pop("attention_mask"), tokenizer=self.processor.tokenizer,
                        do_sample=True, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
                        max_new_tokens=self.cfg.max_new_tokens, seed=self.cfg.seed * 100_003 + self.step_count,
-                       suppress_token_ids=self.suppress, num_return_sequences=g, **batch)
+                       suppress_token_ids=self.suppress, num_return_sequences=g, prefill_dtype=self.cfg.rollout_dtype,
+                       decode_dtype=self.cfg.rollout_dtype, **batch)
         groups = []
         for p, s in enumerate(samples):
             groups.append([Rollout(s, prompts[p], out.sequences[p * g + j], out.logprobs[p * g + j], out.texts[p * g + j],
@@ -105,12 +125,22 @@ class GRPOTrainer:
                     layer.enable_adapters(False)
                 try:
                     return completion_logprobs(self.model, samples, self.cfg.temperature, self.cfg.row_tokens,
-                                               suppress=self.suppress)[0]
+                                               suppress=self.suppress, bf16=self.cfg.bf16)[0]
                 finally:
                     for layer in layers:
                         layer.enable_adapters(True)
             return completion_logprobs(self.reference, samples, self.cfg.temperature, self.cfg.row_tokens,
-                                       suppress=self.suppress)[0]
+                                       suppress=self.suppress, bf16=self.cfg.bf16)[0]
+
+    def _stream_state(self) -> tuple:
+        """Where the prompt stream stands: the world's RNG and indices, or the prompt source's state."""
+        return (self.rng.getstate(), dict(self.next_index), self.prompts.state_dict() if self.prompts else None)
+
+    def _set_stream_state(self, state: tuple) -> None:
+        self.rng.setstate(state[0])
+        self.next_index = defaultdict(int, state[1])
+        if self.prompts is not None and state[2] is not None:
+            self.prompts.load_state_dict(state[2])
 
     def score(self, groups: list[list[Rollout]], stream_state: tuple) -> tuple[torch.Tensor, dict[str, float]]:
         """(prompts, group_size) rewards and each component's mean. If the reward service is gone after its
@@ -119,8 +149,7 @@ class GRPOTrainer:
         try:
             scored = self.rewards.score([r.text for r in flat], **reward_columns([r.sample for r in flat]))
         except RewardServiceError as err:
-            self.rng.setstate(stream_state[0])
-            self.next_index = defaultdict(int, stream_state[1])
+            self._set_stream_state(stream_state)
             path = self.save_checkpoint()
             raise RewardServiceError(f"{err}\nGRPO stopped before step {self.step_count + 1}; checkpoint saved at "
                                      f"{path}. Restart the reward service, then GRPOTrainer.resume() continues "
@@ -129,7 +158,7 @@ class GRPOTrainer:
 
     def step(self) -> dict:
         cfg = self.cfg
-        stream_state = (self.rng.getstate(), dict(self.next_index))
+        stream_state = self._stream_state()
         samples = self.draw_prompts()
         groups = self.rollout(samples)
         rewards, components = self.score(groups, stream_state)
@@ -163,7 +192,11 @@ class GRPOTrainer:
         self.model.train()
         for update in range(cfg.updates_per_batch):
             logprobs, entropy = completion_logprobs(self.model, samples, cfg.temperature, cfg.row_tokens,
-                                                    with_entropy=update == 0, suppress=self.suppress)
+                                                    with_entropy=update == 0, suppress=self.suppress, bf16=cfg.bf16)
+            if update == 0 and (cfg.rollout_dtype or cfg.bf16):  # sampler and update in other dtypes: old = update's
+                sampler = old
+                old = [lp.detach() for lp in logprobs]
+                stats["sampler_logprob_max_dev"] = float(max((a - b.to(a)).abs().max() for a, b in zip(old, sampler)))
             loss, stats_now = policy_loss(logprobs, old, advantages, cfg, ref_logprobs=ref)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
@@ -172,8 +205,8 @@ class GRPOTrainer:
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             if update == 0:  # the first update's ratios are the on-policy check: exactly 1 up to float error
-                stats = {**{f"first_update/{k}": v for k, v in stats_now.items()},
-                         "entropy": float(torch.cat(entropy).mean()) if entropy else None}
+                stats.update({f"first_update/{k}": v for k, v in stats_now.items()},
+                             entropy=float(torch.cat(entropy).mean()) if entropy else None)
             stats.update(loss=float(loss.detach()), grad_norm=float(grad_norm), **stats_now)
         return stats
 
@@ -208,7 +241,8 @@ class GRPOTrainer:
         """Model (+ adapters), optimizer, step, prompt stream and RNG, written atomically."""
         return save_checkpoint(self.run_dir, self.step_count, self.model, {
             "step": self.step_count, "optimizer": self.optimizer.state_dict(), "rng": self.rng.getstate(),
-            "next_index": dict(self.next_index)}, STATE_FILE)
+            "next_index": dict(self.next_index), "prompts": self.prompts.state_dict() if self.prompts else None},
+            STATE_FILE)
 
     def resume(self, checkpoint: str | Path | None = None) -> bool:
         """Continue from the latest (or a given) checkpoint of this run; False when there is none."""
@@ -216,6 +250,6 @@ class GRPOTrainer:
         if state is None:
             return False
         self.optimizer.load_state_dict(state["optimizer"])
-        self.rng.setstate(state["rng"])
-        self.step_count, self.next_index = state["step"], defaultdict(int, state["next_index"])
+        self._set_stream_state((state["rng"], state["next_index"], state.get("prompts")))
+        self.step_count = state["step"]
         return True

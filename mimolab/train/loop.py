@@ -15,17 +15,19 @@ run before the optimizer moves, so the last checkpoint written is always a good 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mimolab.data.mixture import MixtureSampler
-from mimolab.data.packing import TokenizedSample, best_fit, collate_packed
-from mimolab.model.vlm import MiMoVL, part_of
+from mimolab.data.packing import PackedRow, TokenizedSample, best_fit, collate_packed
+from mimolab.model.vlm import IGNORE_INDEX, MiMoVL, mask_segment_starts, part_of
 from mimolab.train.checkpoints import LoopRNG, load_checkpoint, save_checkpoint, stop_if_not_finite
 from mimolab.train.lora import add_lora, has_lora
 from mimolab.train.stage import Stage
@@ -53,42 +55,53 @@ def freeze_and_group(model: MiMoVL, stage: Stage) -> list[dict]:
             for (part, decays), params in groups.items()]
 
 
+def without_padding(row: PackedRow) -> PackedRow:
+    """The row cut after its last sample. The padding tail is a segment of its own, which no sample attends to
+    and which has no targets: dropping it changes none of the samples' numbers and saves its share of the work."""
+    n = row.n_tokens
+    if n == 0 or n == row.input_ids.shape[1]:
+        return row
+    return dataclasses.replace(row, input_ids=row.input_ids[:, :n], labels=row.labels[:, :n],
+                               position_ids=row.position_ids[..., :n], cu_seqlens=row.cu_seqlens[:-1])
+
+
+def shifted_targets(labels: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """(S-1,) the target of each position of a packed row (token t + 1 for position t), -100 where there is
+    none: unlabelled tokens, and a sample's first token, never predicted from the previous sample."""
+    return mask_segment_starts(labels, cu_seqlens)[0, 1:]
+
+
+def target_segments(targets: torch.Tensor, cu_seqlens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positions with a target, and the sample (segment of ``cu_seqlens``) each belongs to."""
+    positions = (targets != IGNORE_INDEX).nonzero()[:, 0]
+    return positions, torch.searchsorted(cu_seqlens[1:].to(positions), positions, right=True)
+
+
+def per_sample_means(token_loss: torch.Tensor, segment: torch.Tensor, n_samples: int) -> list[float | None]:
+    """Mean of each sample's token losses (None for a sample with no targets), read back in one go."""
+    sums = torch.zeros(n_samples, device=token_loss.device).index_add_(0, segment, token_loss.detach().float())
+    counts = torch.bincount(segment, minlength=n_samples)
+    return [total / n if n else None for total, n in zip(sums.tolist(), counts.tolist())]
+
+
 def per_sample_losses(logits: torch.Tensor, labels: torch.Tensor, cu_seqlens: torch.Tensor) -> list[float | None]:
     """Mean next-token loss of each sample of a packed row (None for a sample with no targets)."""
-    token_loss = torch.nn.functional.cross_entropy(logits[0, :-1].float(), labels[0, 1:].to(logits.device),
-                                                   ignore_index=-100, reduction="none")
-    valid = labels[0, 1:] != -100
-    bounds = cu_seqlens.tolist()
-    out = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        # targets of tokens start+1 .. end-1 sit at shifted indices start .. end-2
-        seg = slice(start, end - 1)
-        n = int(valid[seg].sum())
-        out.append(float(token_loss[seg][valid[seg]].sum()) / n if n else None)
-    return out
+    targets = shifted_targets(labels, cu_seqlens).to(logits.device)
+    positions, segment = target_segments(targets, cu_seqlens)
+    token_loss = F.cross_entropy(logits[0, positions].float(), targets[positions], reduction="none")
+    return per_sample_means(token_loss, segment, len(cu_seqlens) - 1)
 
 
-def target_weights(labels: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """Weights of a packed row's shifted targets (``labels[0, 1:]``) that give each sample with
-    targets a total weight of 1, shared equally by its target tokens (0 elsewhere)."""
-    valid = labels[0, 1:] != -100
-    weights = torch.zeros(valid.shape)
-    bounds = cu_seqlens.tolist()
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        seg = slice(start, end - 1)  # as in per_sample_losses
-        n = int(valid[seg].sum())
-        if n:
-            weights[seg] = valid[seg].float() / n
-    return weights
+def sample_weights(segment: torch.Tensor, n_segments: int) -> torch.Tensor:
+    """Weights of a row's targets (their samples given by ``segment``) that give each sample with targets a
+    total weight of 1, shared equally by its target tokens."""
+    return 1.0 / torch.bincount(segment, minlength=n_segments)[segment]
 
 
-def sample_weighted_loss(logits: torch.Tensor, labels: torch.Tensor, cu_seqlens: torch.Tensor,
-                         n_samples: int) -> torch.Tensor:
-    """Sum over the row's samples of each sample's mean target loss, over ``n_samples`` (the step's
-    samples with targets, all rows): summed over a step's rows, the mean of per-sample losses."""
-    token_loss = torch.nn.functional.cross_entropy(logits[0, :-1].float(), labels[0, 1:].to(logits.device),
-                                                   ignore_index=-100, reduction="none")
-    return (token_loss * target_weights(labels, cu_seqlens).to(logits.device)).sum() / max(1, n_samples)
+def count_samples(labels: torch.Tensor, cu_seqlens: torch.Tensor) -> int:
+    """How many samples of a packed row have targets."""
+    _, segment = target_segments(shifted_targets(labels, cu_seqlens), cu_seqlens)
+    return len(torch.unique(segment))
 
 
 def make_accelerator(mixed_precision: str = "no"):
@@ -112,8 +125,9 @@ class Trainer:
             with self.rng.active():  # lora_A's random start is the run's, not whatever ran before
                 add_lora(model, **stage.lora)
         model.set_gradient_checkpointing(stage.gradient_checkpointing)
+        # fused: one kernel over all tensors, 4x faster than the per-tensor loop on a CPU (float32 state either way)
         self.optimizer = torch.optim.AdamW(freeze_and_group(model, stage), weight_decay=stage.weight_decay,
-                                           betas=(0.9, 0.95))
+                                           betas=(0.9, 0.95), fused=True)
         self.accelerator = accelerator
         self.rank, self.world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
         if self.stage.rows_per_step % self.world:
@@ -160,11 +174,6 @@ class Trainer:
         return [collate_packed(r, budget, self.pad_id) for r in rows if r or self.world > 1]
 
     # ---------------------------------------------------------------- one optimizer step
-    def _autocast(self):
-        if self.stage.bf16 and self.model.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def train_step(self) -> dict:
         with self.rng.active():
             return self._train_step()
@@ -174,8 +183,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * self.stage.lr_factor(self.step)
         all_rows = self.next_rows()
-        n_targets = sum(int((r.labels[:, 1:] != -100).sum()) for r in all_rows)  # global: every process packs all rows
-        n_samples = (sum(int(target_weights(r.labels, r.cu_seqlens).sum().round()) for r in all_rows)
+        # global: every process packs all rows
+        n_targets = sum(int((shifted_targets(r.labels, r.cu_seqlens) != IGNORE_INDEX).sum()) for r in all_rows)
+        n_samples = (sum(count_samples(r.labels, r.cu_seqlens) for r in all_rows)
                      if self.stage.loss_weighting == "sample" else 0)
         rows = all_rows[self.rank::self.world]
         total, per_task, start = 0.0, defaultdict(list), time.perf_counter()
@@ -183,20 +193,10 @@ class Trainer:
             last = i == len(rows) - 1
             sync = contextlib.nullcontext() if last or self.world == 1 else self.accelerator.no_sync(self.wrapped)
             with sync:
-                with self._autocast():
-                    out = self.wrapped(**{k: v.to(self.model.device) if torch.is_tensor(v) else v
-                                          for k, v in row.model_inputs().items()})
-                n_row = int((row.labels[:, 1:] != -100).sum())
-                # weighted across all rows of all processes; DDP averages over processes, hence * world
-                if not n_row:
-                    loss = out.logits.sum() * 0.0
-                elif self.stage.loss_weighting == "sample":
-                    loss = sample_weighted_loss(out.logits, row.labels, row.cu_seqlens, n_samples)
-                else:
-                    loss = out.loss * (n_row / max(1, n_targets))
-                (loss * self.world).backward()
+                loss, token_loss, segment = self._row_loss(row, max(1, n_targets), max(1, n_samples))
+                (loss * self.world).backward()  # DDP averages over processes; the weights are global
             total += float(loss.detach())
-            for task, value in zip(row.tasks, per_sample_losses(out.logits.detach(), row.labels, row.cu_seqlens)):
+            for task, value in zip(row.tasks, per_sample_means(token_loss, segment, len(row.tasks))):
                 if value is not None:
                     per_task[task].append(value)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -219,6 +219,32 @@ class Trainer:
                 "packing_efficiency": tokens / (len(all_rows) * self.stage.row_tokens),
                 **{f"lr/{g['part']}": g["lr"] for g in self.optimizer.param_groups},
                 **{f"loss/{t}": sum(v) / len(v) for t, v in per_task.items()}}
+
+    def _row_loss(self, row, n_targets: int, n_samples: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The row's part of the step's loss (weighted across all rows of all processes), its token losses and
+        the sample of each. The head reads only the positions with a target (a tenth to a fifth of a row)."""
+        device, row = self.model.device, without_padding(row)
+        targets = shifted_targets(row.labels, row.cu_seqlens).to(device)
+        positions, segment = target_segments(targets, row.cu_seqlens)
+        inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in row.model_inputs().items() if k != "labels"}
+        mtp = len(self.model.language_model.mtp_layers) > 0  # MTP heads read every position: the model's own loss
+        with self.stage.autocast(device):
+            if mtp:
+                out = self.wrapped(**inputs, labels=row.labels.to(device))
+                logits = out.logits[0, positions]
+            else:
+                out = self.wrapped(**inputs, logits_to_keep=positions)
+                logits = out.logits[0]
+        token_loss = F.cross_entropy(logits.float(), targets[positions], reduction="none")
+        if self.stage.loss_weighting == "sample":
+            loss = (token_loss * sample_weights(segment, len(row.cu_seqlens) - 1)).sum() / n_samples
+        elif mtp and len(positions):
+            loss = out.loss * (len(positions) / n_targets)
+        else:
+            loss = token_loss.sum() / n_targets
+        if not len(positions):  # an empty row still runs backward, so every process takes part in each pass
+            loss = logits.sum() * 0.0
+        return loss, token_loss.detach(), segment
 
     def _sum_across_processes(self, value: float) -> float:
         return float(self.accelerator.reduce(torch.tensor([value], device=self.model.device), "sum")[0])

@@ -8,13 +8,17 @@ optimizer state, weights bit-identical after the stage.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from mimolab.model.vlm import PARTS
-from mimolab.settings import check_keys, check_value, load_run_file
+from mimolab.settings import as_number, check_keys, check_value, load_run_file
 
 if TYPE_CHECKING:
     from mimolab.data.world import Difficulty
@@ -24,6 +28,9 @@ class Stage:
     name: str = "stage"
     lr: dict[str, float] = field(default_factory=lambda: {"projector": 1e-3})  # part -> peak learning rate
     shares: dict[str, float] = field(default_factory=lambda: {"caption": 1.0})  # task -> token share
+    # data file -> token share, beside the world's tasks: JSONL in the chat schema, parquet, or a save_to_disk
+    # directory (mimolab.data.files); the shares of tasks and files are normalised together
+    data: dict[str, float] = field(default_factory=dict)
     steps: int = 100
     warmup_steps: int = 10
     min_lr_ratio: float = 0.1  # cosine decay to this fraction of the peak
@@ -40,7 +47,9 @@ class Stage:
     checkpoint_every: int = 50
     init_from: str | None = None  # a stage name of the same run, a checkpoint directory, or None (fresh weights)
     what: str = ""  # one line: what the stage is for
-    bf16: bool = False  # autocast on GPU
+    # bfloat16 autocast (float32 master weights, gradients and optimizer state): GPU tensor cores, and on a CPU
+    # with AVX512-BF16 or AMX the matrix products run 2-6x faster (benchmarks/README.md, "CPU training")
+    bf16: bool = False
     gradient_checkpointing: bool = False
     lora: dict[str, Any] | None = None  # {"parts": [...], "r": 8, "alpha": 16}: train adapters, not the weights
     eval_tasks: tuple[str, ...] = ()  # what the stage's notebook measures afterwards
@@ -65,6 +74,7 @@ class Stage:
         check_value(source, "weight_decay", self.weight_decay, low=0)
         check_value(source, "grad_clip", self.grad_clip, above=0)
         check_tasks(source, self.shares, self.eval_tasks, self.difficulty)
+        check_data(source, self.data, self.shares)
         if self.objective not in ("lm", "scene_labels"):
             raise ValueError(f"stage {self.name!r}: objective {self.objective!r}; choose 'lm' or 'scene_labels'")
         if self.loss_weighting not in ("token", "sample"):
@@ -74,12 +84,31 @@ class Stage:
     def tokens_per_step(self) -> int:
         return self.row_tokens * self.rows_per_step
 
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The forward's precision: bfloat16 autocast on the model's device when ``bf16``, else float32.
+        Matrix products run in bfloat16; norms, softmax, attention on a CPU and the losses stay float32
+        (autocast's own lists, and the model upcasts them); the float32 parameters get float32 gradients.
+        A CPU without bfloat16 matrix instructions trains in float32, with a warning: there bfloat16 is
+        emulated, slower than float32 (the cpu profile asks for bf16, and must not slow such a laptop)."""
+        if not self.bf16:
+            return contextlib.nullcontext()
+        if device.type == "cpu" and not cpu_has_bf16():
+            warnings.warn(f"stage {self.name!r} asks for bf16, but this CPU has no bfloat16 matrix instructions "
+                          "(AVX512-BF16 or AMX), where bfloat16 runs slower than float32: training in float32")
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+
     def lr_factor(self, step: int) -> float:
         """Linear warm-up, then cosine decay to ``min_lr_ratio`` (step counts from 0)."""
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
         progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AVX512-BF16 or AMX)."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def check_tasks(source: str, shares: dict[str, float], eval_tasks: tuple[str, ...] = (),
@@ -99,13 +128,16 @@ def check_tasks(source: str, shares: dict[str, float], eval_tasks: tuple[str, ..
         check_value(source, f"difficulty of {task}", task_difficulty(difficulty, task), low=0, high=1)
 
 
-def _number(value: Any) -> Any:
-    """YAML reads ``1e-3`` (no dot) as a string: make it the float it means; anything else is left
-    for the stage's checks to name."""
-    try:
-        return float(value) if isinstance(value, str) else value
-    except ValueError:
-        return value
+def check_data(source: str, data: dict[str, float], shares: dict[str, float]) -> None:
+    """Data files that exist and are readable kinds, non-negative shares, and some positive share in
+    all (a stage with no world task and no file trains on nothing)."""
+    from mimolab.data.files import file_kind
+
+    for path, share in data.items():
+        check_value(source, f"share of {path}", share, low=0)
+        file_kind(path)  # names a missing file or an unknown kind now, not after the first steps
+    if not sum(shares.values()) + sum(data.values()) > 0:
+        raise ValueError(f"{source}: no positive token share: give a world task (shares) or a data file (data) one")
 
 
 def load_stage(name_or_path: str | Path, profile: str, **overrides: Any) -> Stage:
@@ -123,7 +155,7 @@ def load_stage(name_or_path: str | Path, profile: str, **overrides: Any) -> Stag
     if tokens is not None and "steps" not in spec:
         per_step = spec.get("row_tokens", Stage.row_tokens) * spec.get("rows_per_step", Stage.rows_per_step)
         spec["steps"] = max(1, round(float(tokens) / per_step))
-    spec["lr"] = {k: _number(v) for k, v in spec.get("lr", {}).items()}
+    spec["lr"] = {k: as_number(v) for k, v in spec.get("lr", {}).items()}
     if "eval_tasks" in spec:
         spec["eval_tasks"] = tuple(spec["eval_tasks"])
     return Stage(**spec)

@@ -171,12 +171,13 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
             if key in name:
                 return low if dtype in (torch.bfloat16, torch.float16) else full
         return None
-    return _cpu_matmul_flops()
+    return _cpu_matmul_flops(dtype)
 
 
-@lru_cache(maxsize=1)
-def _cpu_matmul_flops(n: int = 1024) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+@lru_cache(maxsize=4)
+def _cpu_matmul_flops(dtype: torch.dtype = torch.float32, n: int = 1024) -> float:
+    """A 1024^2 matrix product's FLOP/s on this CPU in ``dtype`` (bfloat16: 2-6x float32's, AVX512-BF16 or AMX)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     best = math.inf
     for _ in range(3):
         start = time.perf_counter()

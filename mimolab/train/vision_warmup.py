@@ -207,7 +207,8 @@ class VisionWarmup:
         with LoopRNG(stage.seed).active():  # the heads' start is the stage's, and the caller's RNG stays put
             self.heads = SceneHeads(model.config.vision.hidden_size).to(model.device)
         self.optimizer = torch.optim.AdamW([{"params": self.params}, {"params": self.heads.parameters()}],
-                                           lr=stage.lr["vision"], weight_decay=stage.weight_decay, betas=(0.9, 0.95))
+                                           lr=stage.lr["vision"], weight_decay=stage.weight_decay, betas=(0.9, 0.95),
+                                           fused=True)
         self.step = 0
 
     def batch(self, step: int, held_out: bool = False) -> dict:
@@ -221,7 +222,8 @@ class VisionWarmup:
             group["lr"] = self.stage.lr["vision"] * self.stage.lr_factor(self.step)
         start = time.perf_counter()
         batch = self.batch(self.step)
-        loss, accuracy = scene_loss(self.model, self.heads, batch)
+        with self.stage.autocast(self.model.device):  # bf16: the matrix products; the losses stay float32
+            loss, accuracy = scene_loss(self.model, self.heads, batch)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params + list(self.heads.parameters()), self.stage.grad_clip)
         stop_if_not_finite(f"stage {self.stage.name!r}", self.step + 1, loss.item(), float(grad_norm), self.run_dir)

@@ -94,7 +94,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from mimolab.pipeline.studies import results_dir, run_grpo_study, run_long_cot_study
+    from mimolab.pipeline.studies import results_dir
+    from mimolab.pipeline.study_grpo import run_grpo_study
+    from mimolab.pipeline.study_long_cot import run_long_cot_study
 
     out = Path(args.out) if args.out else results_dir(args.profile)
     if args.name == "long_cot":

@@ -31,7 +31,8 @@ run_dir = None  # smoke runs write their results here; None: under the runs root
 import pandas as pd
 from IPython.display import Image, display
 
-from mimolab.pipeline.studies import load_study, results_dir, run_long_cot_study
+from mimolab.pipeline.studies import load_study, results_dir
+from mimolab.pipeline.study_long_cot import run_long_cot_study
 from mimolab.pipeline.study_results import verdict
 from mimolab.settings import get_profile
 

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from mimolab.eval.harness import chance_levels
-from mimolab.pipeline.studies import interference, load_study, run_grpo_study, run_long_cot_study
+from mimolab.pipeline.studies import load_study
+from mimolab.pipeline.study_grpo import interference, run_grpo_study
+from mimolab.pipeline.study_long_cot import run_long_cot_study
 from mimolab.pipeline.study_results import (markdown, min_detectable_effect, seeds_needed, studies_summary, summarise,
                                             welch, write_study)
 

@@ -121,8 +121,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     tasks = None if args.tasks == "all" else [t for t in args.tasks.split(",") if t]
     out = Path(args.out) if args.out else Path(args.checkpoint) / "eval"
-    rows = run_eval(args.checkpoint, tasks=tasks, n=args.n, difficulty=args.difficulty, benchmarks=args.benchmark,
-                    modes=tuple(args.modes.split(",")), out=out, limit=args.limit)
+    rows = _user_error("eval", lambda: run_eval(
+        args.checkpoint, tasks=tasks, n=args.n, difficulty=args.difficulty, benchmarks=args.benchmark,
+        modes=tuple(args.modes.split(",")), out=out, limit=args.limit, quantize=args.quantize))
     print((out / "results.md").read_text())
     print(f"{len(rows)} rows written to {out}/results.{{csv,md,json,png}}")
     return 0
@@ -302,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="at most this many records per benchmark file")
     p.add_argument("--modes", default="think", help="think, no_think or think,no_think")
     p.add_argument("--out", help="results directory (default CHECKPOINT/eval)")
+    p.add_argument("--quantize", choices=("int8", "int4", "nf4"),
+                   help="the language model's linear layers in int8 (torchao, extra 'quantize'); int4/nf4 need a GPU")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("study", help="run one of the three studies (arms x seeds), results to experiments/results")

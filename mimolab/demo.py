@@ -94,8 +94,9 @@ def latest_checkpoint(root: str | Path | None = None) -> Path | None:
     return max(found, key=lambda p: (p / "config.json").stat().st_mtime) if found else None
 
 
-def load_checkpoint(path: str | Path, progress=None):
-    """(model, processor) from a directory; ``progress(fraction, message)`` as it goes. Raises
+def load_checkpoint(path: str | Path, progress=None, quantize: str | None = None):
+    """(model, processor) from a directory; ``progress(fraction, message)`` as it goes; ``quantize``: "int8" (or
+    "int4" / "nf4" on a GPU) for the language model's linear layers (``mimolab.model.quantize``). Raises
     ``CheckpointError`` naming what is missing, broken, or does not match (a tokenizer whose ids the
     model cannot take: ``mimolab.model.checkpoint.check_tokenizer``), before any weight is read."""
     from mimolab.model.vlm import MiMoVL
@@ -121,7 +122,7 @@ def load_checkpoint(path: str | Path, progress=None):
     check_tokenizer(config, processor.tokenizer, path)
     say(0.2, "reading the weights")
     try:
-        model = MiMoVL.from_pretrained(path).eval()
+        model = MiMoVL.from_pretrained(path, quantize=quantize).eval()
     except Exception as err:
         raise CheckpointError(f"{path} could not be loaded: {type(err).__name__}: {err}") from err
     say(1.0, f"loaded {path} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters)")
@@ -160,9 +161,11 @@ class ImageDemo:
     """The ipywidgets app: checkpoint selector, image picker and upload, question, thinking toggle,
     sampling controls; the answer streams into the page and the overlay redraws at the end."""
 
-    def __init__(self, checkpoint: str | Path | None = None, samples: str | Path = SAMPLES) -> None:
+    def __init__(self, checkpoint: str | Path | None = None, samples: str | Path = SAMPLES,
+                 quantize: str | None = None) -> None:
         import ipywidgets as w
 
+        self.quantize = quantize  # passed to load_checkpoint
         self.model = self.processor = None
         self.image: Image.Image | None = None
         self.reply = ""
@@ -217,7 +220,7 @@ class ImageDemo:
             self.loading.value, self.status.value = fraction, message
 
         try:
-            self.model, self.processor = load_checkpoint(path, progress)
+            self.model, self.processor = load_checkpoint(path, progress, self.quantize)
         except CheckpointError as err:
             self.model = self.processor = None
             self.loading.value = 0

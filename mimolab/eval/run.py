@@ -57,9 +57,10 @@ def write_results(rows: list[TaskScore], out_dir: str | Path, name: str = "resul
 
 def run_eval(checkpoint: str | Path, *, tasks: list[str] | None = None, n: int = 40, difficulty: Difficulty = 0.5,
              benchmarks: list[str | Path] = (), modes: tuple[str, ...] = ("think",), out: str | Path | None = None,
-             limit: int | None = None, progress: bool = True) -> list[TaskScore]:
+             limit: int | None = None, progress: bool = True, quantize: str | None = None) -> list[TaskScore]:
     """Evaluate a checkpoint directory on world tasks (``tasks=[]``: none) and benchmark files, in each
-    mode ("think", "no_think"); with ``out``, write the results there (see ``write_results``)."""
+    mode ("think", "no_think"); with ``out``, write the results there (see ``write_results``). ``quantize``:
+    the language model's linear layers in "int8" (or "int4" / "nf4" on a GPU; ``mimolab.model.quantize``)."""
     from tqdm.auto import tqdm
 
     from mimolab.eval.benchmarks import load_benchmark
@@ -70,9 +71,12 @@ def run_eval(checkpoint: str | Path, *, tasks: list[str] | None = None, n: int =
     bad = [m for m in modes if m not in ("think", "no_think")]
     if bad:
         raise ValueError(f"modes must be 'think' or 'no_think', not {bad}")
+    if quantize is not None:
+        from mimolab.model.quantize import check_quantize
+        check_quantize(quantize, "cpu")  # before the processor and weights are read
     processor = MiMoVLProcessor.from_pretrained(checkpoint)
     check_tokenizer(read_config(checkpoint), processor.tokenizer, checkpoint)  # before any weight is read
-    model = MiMoVL.from_pretrained(checkpoint).eval()
+    model = MiMoVL.from_pretrained(checkpoint, quantize=quantize).eval()
     files = [(Path(b).stem, *load_benchmark(b, limit=limit)) for b in benchmarks]
     rows: list[TaskScore] = []
     for mode in modes:

@@ -80,9 +80,10 @@ def _as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def fused_linear(modules: list[nn.Module], dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
     """One matmul for several ``nn.Linear`` reading the same input (their weights stacked, in ``dtype``;
-    the outputs equal the separate products concatenated). Anything else (peft's LoRA layers) is
+    the outputs equal the separate products concatenated). Anything else (peft's LoRA layers, quantized ones) is
     called as it is, in its own dtype, and the outputs concatenated."""
-    if all(type(m) is nn.Linear for m in modules) and len({m.bias is None for m in modules}) == 1:
+    plain = all(type(m) is nn.Linear and type(m.weight.data) is torch.Tensor for m in modules)  # not quantized
+    if plain and len({m.bias is None for m in modules}) == 1:
         weight = torch.cat([m.weight for m in modules]).to(dtype)
         bias = None if modules[0].bias is None else torch.cat([m.bias for m in modules]).to(dtype)
         cpu = weight.device.type == "cpu" and torch.backends.mkldnn.is_available()
@@ -93,7 +94,9 @@ def fused_linear(modules: list[nn.Module], dtype: torch.dtype) -> Callable[[torc
             packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
             return lambda x: torch.ops.mkldnn._linear_pointwise(_as(x, dtype), packed, bias, "none", [], "")
         return lambda x: F.linear(_as(x, dtype), weight, bias)
-    return lambda x: torch.cat([m(x.to(m.weight.dtype)) for m in modules], dim=-1)
+    # a 4-bit weight's dtype is its packed storage (uint8): its layer casts the input itself
+    return lambda x: torch.cat([m(x.to(m.weight.dtype) if m.weight.is_floating_point() else x) for m in modules],
+                               dim=-1)
 
 
 def rms_norm(norm: RMSNorm, x: torch.Tensor) -> torch.Tensor:

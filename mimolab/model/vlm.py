@@ -71,14 +71,21 @@ class MiMoVL(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: torch.dtype | None = None, device: str | torch.device = "cpu",
-                        attn_implementation: str | None = None) -> "MiMoVL":
-        """Load a local MiMo-VL / Qwen2.5-VL checkpoint directory (built on meta, then assigned)."""
+                        attn_implementation: str | None = None, quantize: str | None = None) -> "MiMoVL":
+        """Load a local MiMo-VL / Qwen2.5-VL checkpoint directory (built on meta, then assigned). ``quantize``:
+        "int8" (CPU or GPU), "int4" / "nf4" (GPU) for the language model's linear layers (``quantize.py``)."""
         from mimolab.model.checkpoint import load_pretrained
-        return load_pretrained(cls, path, dtype=dtype, device=device, attn_implementation=attn_implementation)
+        from mimolab.model.quantize import check_quantize, quantize_model
+        if quantize is not None:
+            check_quantize(quantize, device)  # a bad mode or device fails before any weight is read
+        model = load_pretrained(cls, path, dtype=dtype, device=device, attn_implementation=attn_implementation)
+        return quantize_model(model, quantize) if quantize is not None else model
 
     def save_pretrained(self, path: str | Path, *, max_shard_bytes: int = 5 * 2**30) -> None:
         """Write a directory that transformers' Qwen2_5_VLForConditionalGeneration loads."""
         from mimolab.model.checkpoint import save_pretrained
+        from mimolab.model.quantize import check_saveable
+        check_saveable(self)
         save_pretrained(self, path, max_shard_bytes=max_shard_bytes)
 
     @property

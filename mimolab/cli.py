@@ -100,9 +100,12 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else results_dir(args.profile)
     if args.name == "long_cot":
-        result = run_long_cot_study(args.profile, out=out, tracking=args.wandb)
+        result = run_long_cot_study(args.profile, out=out, tracking=args.wandb, seeds=args.seeds)
     else:
-        result = run_grpo_study(args.name, args.profile, args.start, out=out, tracking=args.wandb)
+        result = run_grpo_study(args.name, args.profile, args.start, out=out, tracking=args.wandb, seeds=args.seeds)
+    if args.seeds is not None and "table" not in result:
+        print(f"{args.name}: seeds {args.seeds} done (curves cached); run without --seeds to write the results")
+        return 0
     print((out / f"{args.name}.md").read_text())
     return 0 if result else 1
 
@@ -313,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", help="GRPO studies: start checkpoint (default: the pipeline's stage 4)")
     p.add_argument("--out", help="results directory (default experiments/results; smoke: under the runs root)")
     p.add_argument("--wandb", choices=("online", "offline", "disabled"))
+    p.add_argument("--seeds", type=int, nargs="+",
+                   help="run only these of the study's seeds (curves cached); without: every seed, then the results")
     p.set_defaults(func=cmd_study)
 
     p = sub.add_parser("samples", help="regenerate data_samples/ (a few records of every data type)")

@@ -1,16 +1,12 @@
 """The studies: Welch's test by hand, verdicts that say 'not significant' when p >= 0.05, interference as
-mixed minus single, and each study run end to end at the smoke profile writing its json/md/png."""
+mixed minus single, and the study files (the GRPO studies at smoke: tests/test_study_grpo.py)."""
 
-import json
 import math
 
 import pytest
-import torch
 
-from mimolab.eval.harness import chance_levels
 from mimolab.pipeline.studies import load_study
-from mimolab.pipeline.study_grpo import interference, run_grpo_study
-from mimolab.pipeline.study_long_cot import run_long_cot_study
+from mimolab.pipeline.study_grpo import interference
 from mimolab.pipeline.study_results import (markdown, min_detectable_effect, seeds_needed, studies_summary, summarise,
                                             welch, write_study)
 
@@ -78,42 +74,6 @@ def test_the_pipeline_report_summary_lists_each_comparison_and_what_is_missing(t
     (row,) = [line for line in text.splitlines() if line.startswith("| grpo_modes |")]
     assert "| cpu | counting | vanilla vs on_policy | 0.91 | 0.55 | - | +0.360 | +" in row and ": significant" in row
     assert "Not run yet: `long_cot`" in text and "| chance |" in (tmp_path / "grpo_modes.md").read_text() and "`interference`" in text and "`grpo_modes` (" not in text
-
-
-@pytest.mark.slow
-def test_grpo_studies_run_at_smoke_and_write_results(tmp_path):
-    from mimolab import MiMoVL
-    from mimolab.data.pipeline import world_processor, world_tokenizer
-    from mimolab.train.checkpoints import save_final
-
-    torch.manual_seed(0)
-    start = save_final(MiMoVL.from_preset("smoke"), world_processor(world_tokenizer(n_per_task=3)), tmp_path / "start")
-    result = run_grpo_study("grpo_modes", "smoke", start, out=tmp_path / "results", runs_dir=tmp_path / "runs",
-                            tracking="disabled", progress=False)
-    saved = json.loads((tmp_path / "results" / "grpo_modes.json").read_text())
-    assert saved["tests"] == result["tests"] and (tmp_path / "results" / "grpo_modes.png").stat().st_size
-    assert saved["start"] == f"{tmp_path.name}/start"  # no machine path in a results file
-    assert (tmp_path / "results" / "grpo_modes_training.png").stat().st_size  # reward and length per task
-    for arm in ("on_policy", "vanilla"):  # the same rollout budget, scores at steps 0, 1, 2, for every seed
-        for curve in saved["runs"][arm].values():
-            assert [r["step"] for r in curve] == [0, 1, 2] and curve[-1]["rollouts"] == saved["runs"]["on_policy"]["0"][-1]["rollouts"]
-    assert "| counting | vanilla vs on_policy |" in (tmp_path / "results" / "grpo_modes.md").read_text()
-    # chance beside the scores: that of the very held-out samples the curves were measured on
-    assert saved["chance"]["counting"] == pytest.approx(chance_levels(["counting"], 2, difficulty=0.3)["counting"])
-
-
-@pytest.mark.slow
-def test_long_cot_study_runs_at_smoke(tmp_path, monkeypatch):
-    monkeypatch.setenv("MIMOLAB_RUNS", str(tmp_path / "runs"))
-    result = run_long_cot_study("smoke", out=tmp_path / "results", tracking="disabled", progress=False)
-    saved = json.loads((tmp_path / "results" / "long_cot.json").read_text())
-    curve = saved["runs"]["without_long_cot"]["1"]
-    assert [r["stage"] for r in curve] == ["stage2_alignment", "stage3_multimodal", "stage4_long_context"]
-    assert curve[1]["tokens"] < curve[2]["tokens"]
-    stage = json.loads(json.dumps(__import__("yaml").safe_load(
-        (tmp_path / "runs" / "smoke" / "studies" / "long_cot" / "without_long_cot-seed1" / "stage3_multimodal" / "stage.yaml").read_text())))
-    assert "visual_math" not in stage["shares"] and sum(stage["shares"].values()) == pytest.approx(1.0)
-    assert {t["task"] for t in result["tests"]} <= {"visual_math", "text_reasoning", "counting", "caption"}
 
 
 def test_study_files_load_typed_and_bad_ones_fail_naming_the_field(tmp_path):

@@ -188,13 +188,14 @@ def source_names(paths: list[str], taken: set[str] = frozenset()) -> dict[str, s
 
 def data_mixture(shares: dict[str, float], data: dict[str, float], processor: MiMoVLProcessor, config: MiMoVLConfig,
                  *, max_length: int, seed: int = 0, difficulty: Difficulty = 0.5, text_only: bool = False,
-                 eval_split: float = 0.0) -> MixtureSampler:
+                 eval_split: float = 0.0, reasoning_reply: str = "long") -> MixtureSampler:
     """World tasks (``shares``) and data files (``data``: path -> token share) in one resumable stream;
-    files cycle and leave out their held-out split (``eval_split``)."""
+    files cycle and leave out their held-out split (``eval_split``). ``reasoning_reply``: the world's
+    reasoning samples with their chain of thought ("long") or the answer alone ("short")."""
     from mimolab.data.tokenize import record_tokenizer
 
-    sources: dict[str, Source] = {task: world_source(task, seed=seed, difficulty=difficulty, text_only=text_only)
-                                  for task in shares}
+    sources: dict[str, Source] = {task: world_source(task, seed=seed, difficulty=difficulty, text_only=text_only,
+                                                     reasoning_reply=reasoning_reply) for task in shares}
     names = source_names(list(data), set(shares))
     for path, name in names.items():
         source = cycle_source(split_source(file_source(path), eval_split, held_out=False))

@@ -19,13 +19,18 @@ if TYPE_CHECKING:
     from mimolab.data.world import Difficulty
 
 
-def world_source(task: str, seed: int = 0, difficulty: Difficulty = 0.5, text_only: bool = False) -> Callable[[int], Iterator]:
+def world_source(task: str, seed: int = 0, difficulty: Difficulty = 0.5, text_only: bool = False,
+                 reasoning_reply: str = "long") -> Callable[[int], Iterator]:
     """Samples ``index = start, start + 1, ...`` of a synthetic task (each a pure function of its index).
-    ``text_only`` drops the images and videos and keeps the words (a language model's view of the task)."""
+    ``text_only`` drops the images and videos and keeps the words (a language model's view of the task);
+    ``reasoning_reply="short"`` gives reasoning samples the answer without the chain of thought (same
+    problems, same images: ``mimolab.data.world.reasoning.with_reply``)."""
     from mimolab.data.world import generate
+    from mimolab.data.world.reasoning import with_reply
 
     def open_at(start: int) -> Iterator:
-        samples = (generate(task, index, seed=seed, difficulty=difficulty) for index in itertools.count(start))
+        samples = (with_reply(generate(task, index, seed=seed, difficulty=difficulty), reasoning_reply)
+                   for index in itertools.count(start))
         return map(without_media, samples) if text_only else samples
     return open_at
 

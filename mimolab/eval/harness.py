@@ -99,9 +99,10 @@ def score_samples(model, processor, task: str, samples: list, *, batch_size: int
         raise ValueError("need at least 2 samples (a mean and its standard error)")
     answers = [with_view_size(s, processor) for s in samples]
     if text_samples and all(not s.images and not s.videos for s in samples):
-        per_seed = [[score(task, r, a, s.reply) for r, a, s in zip(
-            generate_replies(model, processor, samples, batch_size, thinking=thinking, sampling=TEXT_SAMPLING, seed=k),
-            answers, samples)] for k in range(text_samples)]
+        replies = [generate_replies(model, processor, samples, batch_size, thinking=thinking, sampling=TEXT_SAMPLING,
+                                    seed=k) for k in range(text_samples)]
+        per_seed = [[score(task, r, a, s.reply) for r, a, s in zip(batch, answers, samples)] for batch in replies]
+        replies = [r for batch in replies for r in batch]
         scores = [sum(column) / text_samples for column in zip(*per_seed)]
         decoding = f"T{TEXT_SAMPLING['temperature']} p{TEXT_SAMPLING['top_p']} avg@{text_samples}"
     else:
@@ -112,8 +113,10 @@ def score_samples(model, processor, task: str, samples: list, *, batch_size: int
     mean, _ = mean_stderr(scores)
     _, diff_err = mean_stderr([a - b for a, b in zip(scores, blind)])  # paired: same samples
     n = len(samples)
+    tokenizer = getattr(processor, "tokenizer", None)  # None: a stand-in without one (tests of the scoring)
+    length = sum(len(tokenizer(r)["input_ids"]) for r in replies) / len(replies) if tokenizer else None
     return TaskScore(name or task, METRICS.get(task, "score"), mean, diff_err, sum(blind) / n, n, scores,
-                     "think" if thinking else "no_think", decoding)
+                     "think" if thinking else "no_think", decoding, length)
 
 
 def evaluate(model, processor, tasks: list[str] | None = None, *, n: int = 32, seed: int = 0,

@@ -47,6 +47,7 @@ class TaskScore:
     per_sample: list[float] = field(default_factory=list, repr=False)  # held-out index order: pairs two runs
     mode: str = "think"  # "think" or "no_think" (an empty think block pre-filled)
     decoding: str = "greedy"  # or "T0.6 p0.95 avg@4" for text-only tasks
+    response_tokens: float | None = None  # mean length of the replies scored, in tokens (None: not measured)
 
     @property
     def z(self) -> float:

@@ -120,7 +120,8 @@ def run_stage(name: str, profile: str = "cpu", run_dir: str | Path | None = None
             accelerator.wait_for_everyone()
         return StageResult(name, stage, final, history, _read_eval(stage_dir))
     sampler = data_mixture(stage.shares, stage.data, processor, model.config, max_length=stage.row_tokens,
-                           seed=stage.seed, difficulty=stage.difficulty, text_only=stage.text_only)
+                           seed=stage.seed, difficulty=stage.difficulty, text_only=stage.text_only,
+                           reasoning_reply=stage.reasoning_reply)
     with tracker:
         trainer = Trainer(model, stage, sampler, stage_dir, tracker=tracker, accelerator=accelerator)
         trainer.resume()

@@ -3,7 +3,7 @@
 
 | study | file | arms | question |
 |---|---|---|---|
-| ``long_cot`` | experiments/studies/long_cot.yaml | stages 3-4 with / without long-CoT data, same tokens | does reasoning keep improving with training tokens? |
+| ``long_cot`` | experiments/studies/long_cot.yaml | stages 3-4 with long-CoT / answer-only replies to the same problems, same tokens | does the chain of thought help, and keep helping with tokens? |
 | ``grpo_modes`` | experiments/studies/grpo_modes.yaml | on-policy (1 update per batch) / vanilla (4, clipped) | which GRPO learns more from the same rollouts? |
 | ``interference`` | experiments/studies/interference.yaml | RL on short-answer tasks / long-CoT tasks / the mixture | does mixing the tasks cost either side? |
 
@@ -14,7 +14,9 @@ and writes ``experiments/results/<study>.json``, ``.md`` and ``.png``; W&B runs 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ class StudySpec:
     """One study file at one profile (``experiments/studies/<name>.yaml``)."""
 
     name: str
-    arms: dict[str, dict[str, Any]]  # arm -> its overrides (GRPO settings, or ``drop`` for long_cot)
+    arms: dict[str, dict[str, Any]]  # arm -> its overrides (GRPO settings; long_cot: reasoning_reply, thinking, drop)
     compare: tuple[tuple[str, str], ...]  # (baseline, arm) pairs tested
     eval_tasks: tuple[str, ...]
     seeds: tuple[int, ...]
@@ -38,6 +40,13 @@ class StudySpec:
     eval_every: int = 0  # GRPO studies: held-out scores every this many steps
     stage3_steps: int = 0  # long_cot: steps of each stage
     stage4_steps: int = 0
+    stage3_evals: int = 0  # long_cot: held-out scores at this many evenly spaced checkpoints of stage 3
+    start: str = ""  # long_cot: the pipeline stage (or checkpoint directory) the arms start from
+    difficulty: Any = None  # long_cot: world difficulty of stages 3-4 (None: the stages' own)
+    stage_settings: dict[str, Any] = field(default_factory=dict)  # long_cot: stage settings for every arm (e.g. lr)
+    final_eval_n: int = 0  # long_cot: held-out samples at the last point, which the tests use (0: eval_n)
+    pilot: dict[str, Any] = field(default_factory=dict)  # the pilot's measured spread, recorded in the results
+    grpo: dict[str, Any] = field(default_factory=dict)  # GRPO studies: settings every arm shares over the rl file's
 
     def __post_init__(self) -> None:
         source = f"study {self.name!r}"
@@ -51,7 +60,7 @@ class StudySpec:
         for seed in self.seeds:
             check_value(source, "seed", seed, integer=True)
         check_value(source, "eval_n", self.eval_n, integer=True, low=2)
-        for name in ("steps", "eval_every", "stage3_steps", "stage4_steps"):
+        for name in ("steps", "eval_every", "stage3_steps", "stage4_steps", "stage3_evals", "final_eval_n"):
             check_value(source, name, getattr(self, name), integer=True, low=0)
 
 
@@ -66,6 +75,23 @@ def load_study(name_or_path: str | Path, profile: str) -> StudySpec:
     return StudySpec(**spec)
 
 
+def pick_seeds(spec: StudySpec, seeds) -> tuple[int, ...]:
+    """``seeds`` (a non-empty subset of the spec's, so seeds can run in separate processes), or all."""
+    if seeds is None:
+        return spec.seeds
+    unknown = sorted(set(seeds) - set(spec.seeds))
+    if unknown or not seeds:
+        raise ValueError(f"study {spec.name!r}: seeds {sorted(seeds)} must be a non-empty subset of {list(spec.seeds)}")
+    return tuple(s for s in spec.seeds if s in set(seeds))  # in the spec's order
+
+
+def write_json(path: Path, data) -> None:
+    """Atomically: a reader (another seed's process) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
 def results_dir(profile: str, run_dir: str | Path | None = None) -> Path:
     """Where a study writes its results: the committed ``experiments/results``, except at the smoke
     profile (CI), which writes into ``run_dir/results`` (default: under the runs root) and leaves the
@@ -75,4 +101,4 @@ def results_dir(profile: str, run_dir: str | Path | None = None) -> Path:
     return Path(run_dir or runs_root() / "smoke" / "studies") / "results"
 
 
-__all__ = ["StudySpec", "load_study", "results_dir"]
+__all__ = ["StudySpec", "load_study", "pick_seeds", "results_dir", "write_json"]

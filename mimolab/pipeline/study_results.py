@@ -15,7 +15,6 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from mimolab.settings import RESULTS_DIR
-from mimolab.train.tracking import read_metrics
 
 Runs = dict[str, dict[int, list[dict]]]  # arm -> seed -> curve
 STUDIES = {"long_cot": "notebook 09", "grpo_modes": "notebook 10", "interference": "notebook 11"}
@@ -64,10 +63,38 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / max(1, len(values) - 1))
 
 
-def final_scores(runs: Runs, task: str) -> dict[str, list[float]]:
-    """Per arm, each seed's last measured held-out score on ``task``."""
-    return {arm: [curve[-1][f"score/{task}"] for curve in seeds.values() if f"score/{task}" in curve[-1]]
+def final_scores(runs: Runs, task: str, key: str | None = None) -> dict[str, list[float]]:
+    """Per arm, each seed's last measured held-out score on ``task`` (or its last value of ``key``)."""
+    key = key or f"score/{task}"
+    return {arm: [curve[-1][key] for curve in seeds.values() if curve[-1].get(key) is not None]
             for arm, seeds in runs.items()}
+
+
+def claim_verdict(low: float | None, high: float | None, agrees_above: float | None = None,
+                  agrees_below: float | None = None, disagrees_above: float | None = None,
+                  disagrees_below: float | None = None) -> str:
+    """'agrees' / 'disagrees' / 'cannot tell' from a 95% CI [low, high]: the claim agrees when the whole
+    interval lies above ``agrees_above`` (or below ``agrees_below``), disagrees when it lies above
+    ``disagrees_above`` (or below ``disagrees_below``); no interval (no spread): cannot tell."""
+    if low is None or high is None:
+        return "cannot tell"
+    if (agrees_above is not None and low > agrees_above) or (agrees_below is not None and high < agrees_below):
+        return "agrees"
+    if (disagrees_above is not None and low > disagrees_above) or \
+            (disagrees_below is not None and high < disagrees_below):
+        return "disagrees"
+    return "cannot tell"
+
+
+def mean_ci(values: list[float]) -> dict[str, float | None]:
+    """Mean of per-seed values with its 95% t interval (None bounds with fewer than two or no spread)."""
+    from scipy import stats
+
+    mean, sd = mean_sd(values)
+    if len(values) < 2 or sd == 0:
+        return {"diff": mean, "ci_low": None, "ci_high": None}
+    half = stats.t.ppf(0.975, len(values) - 1) * sd / math.sqrt(len(values))
+    return {"diff": mean, "ci_low": mean - half, "ci_high": mean + half}
 
 
 def summarise(runs: Runs, tasks: list[str], comparisons: list[tuple[str, str]]) -> dict:
@@ -130,7 +157,34 @@ def markdown(name: str, result: dict) -> str:
         p = "-" if t["p"] is None else f"{t['p']:.3f}"
         lines.append(f"| {t['task']} | {t['arm']} vs {t['baseline']} | {t['diff']:+.3f} | {ci_cell(t)} | {tt} | {p} | "
                      f"{mde_cell(t)} | {verdict(t)} |")
+    lines += table_section("Headroom: the start checkpoint and chance on every measured task", result.get("headroom"))
+    lines += table_section("Interference: mixed - single (Welch over seeds)", [
+        {"task": r["task"], "single arm": r["single"], "of": r["what"], "mixed - single": r["diff"],
+         "95% CI": ci_cell(r), "p": r["p"], "reading": verdict(r)} for r in result.get("interference", [])])
+    lines += table_section("The report's claims against the measured numbers", [
+        {**{k: v for k, v in c.items() if k not in ("ci", "ci_low", "ci_high")},
+         "95% CI": ci_cell({"ci_low": (c.get("ci") or [None])[0], "ci_high": (c.get("ci") or [None, None])[1]})}
+        for c in result.get("claims", [])])
+    if result.get("pilot"):
+        lines += ["", "Pilot (before the runs, chose seeds and n): " + json.dumps(result["pilot"])]
     return "\n".join(lines) + "\n"
+
+
+def _cell(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:+.3f}" if value < 0 else f"{value:.3f}"
+    return "-" if value is None else str(value)
+
+
+def table_section(title: str, rows: list[dict] | None) -> list[str]:
+    """A markdown table of ``rows`` (columns: the union of their keys, in order) under ``title``."""
+    if not rows:
+        return []
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    return ["", f"**{title}**", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns),
+            *("| " + " | ".join(_cell(r.get(c)) for c in columns) + " |" for r in rows)]
 
 
 def curves_figure(runs: Runs, tasks: list[str], x: str, path: Path, title: str,
@@ -159,31 +213,49 @@ def curves_figure(runs: Runs, tasks: list[str], x: str, path: Path, title: str,
     return path
 
 
-def training_figure(runs_dir: Path, arms: list[str], seeds: list[int], path: Path, title: str) -> Path | None:
-    """GRPO studies: training reward and response length per task against step, per arm (mean and band
-    over seeds), from each run's ``metrics.jsonl`` (a step repeated after a resume counts once). None
-    when no run has logged a step."""
+def headroom(runs: Runs, tasks: list[str], chance: dict[str, float], margin: float = 0.10) -> list[dict]:
+    """Per task: the start checkpoint's score (every curve's first point: the same checkpoint, the same
+    held-out samples), chance, and each arm's final mean minus chance with whether it is >= ``margin``."""
+    rows = []
+    for task in tasks:
+        starts = [c[0][f"score/{task}"] for seeds in runs.values() for c in seeds.values() if f"score/{task}" in c[0]]
+        row = {"task": task, "start": sum(starts) / len(starts) if starts else None, "chance": chance.get(task)}
+        for arm, values in final_scores(runs, task).items():
+            if values and task in chance:
+                row[f"{arm} - chance"] = mean_sd(values)[0] - chance[task]
+        row["every arm >= chance + margin"] = all(v >= margin for k, v in row.items() if k.endswith(" - chance"))
+        rows.append(row)
+    return rows
+
+
+def training_figure(runs: Runs, path: Path, title: str) -> Path | None:
+    """GRPO studies: training reward and response length per task, entropy, KL to the start and clip
+    fraction, against rollouts, per arm (mean and band over seeds), from the ``train/`` entries of each
+    curve (the means over the steps between measurements). None when no curve has any."""
     import pandas as pd
     import seaborn as sns
 
-    rows = []
-    for arm in arms:
-        for seed in seeds:
-            for r in read_metrics(runs_dir / f"{arm}-seed{seed}"):
-                tasks = [k.removeprefix("reward/") for k in r if k.startswith("reward/")]
-                rows += [{"arm": arm, "seed": seed, "step": r["step"], "task": task, "reward": r[f"reward/{task}"],
-                          "response length": r.get(f"response_length/{task}")} for task in tasks]
+    rows = [{"arm": arm, "seed": seed, "rollouts": r["rollouts"], "key": k.removeprefix("train/"), "value": v}
+            for arm, seeds in runs.items() for seed, curve in seeds.items() for r in curve
+            for k, v in r.items() if k.startswith("train/") and v is not None]
     if not rows:
         return None
     frame = pd.DataFrame(rows)
-    tasks = sorted(frame["task"].unique())
-    fig = Figure(figsize=(3.6 * len(tasks), 5.8))
-    axes = fig.subplots(2, len(tasks), squeeze=False)
-    for col, task in enumerate(tasks):
-        part = frame[frame["task"] == task]
-        for row, y in enumerate(("reward", "response length")):
-            sns.lineplot(part, x="step", y=y, hue="arm", errorbar="sd", ax=axes[row][col], legend=col == 0 and row == 0)
-            axes[row][col].set(title=task if row == 0 else "")
+    tasks = sorted({k.split("/", 1)[1] for k in frame["key"] if k.startswith("reward/")})
+    panels = [f"reward/{t}" for t in tasks] + [f"response_length/{t}" for t in tasks]
+    panels += [k for k in ("entropy", "kl_ref", "clip_fraction") if k in set(frame["key"])]
+    cols = max(len(tasks), 3)
+    fig = Figure(figsize=(3.4 * cols, 2.9 * 3))
+    axes = fig.subplots(3, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
+    slots = [(0, i) for i in range(len(tasks))] + [(1, i) for i in range(len(tasks))] + [(2, i) for i in range(3)]
+    for (row, col), key in zip(slots, panels):
+        ax = axes[row][col]
+        ax.set_visible(True)
+        sns.lineplot(frame[frame["key"] == key], x="rollouts", y="value", hue="arm", errorbar="sd", marker="o", ax=ax,
+                     legend=(row, col) == (0, 0))
+        ax.set(title=key.replace("kl_ref", "KL to the start"), ylabel="")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -227,5 +299,6 @@ def studies_summary(results_dir: Path = RESULTS_DIR) -> list[str]:
     return lines + [""]
 
 
-__all__ = ["STUDIES", "final_scores", "markdown", "mean_sd", "min_detectable_effect", "seeds_needed", "studies_summary",
-           "summarise", "verdict", "welch", "write_study"]
+__all__ = ["STUDIES", "claim_verdict", "final_scores", "headroom", "markdown", "mean_ci", "mean_sd",
+           "min_detectable_effect", "seeds_needed", "studies_summary", "summarise", "table_section", "training_figure",
+           "verdict", "welch", "write_study"]

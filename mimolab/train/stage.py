@@ -44,6 +44,9 @@ class Stage:
     seed: int = 0
     difficulty: Difficulty = 0.5  # one number, or per task: {"default": 0.0, "counting": 0.2}
     text_only: bool = False  # drop images and videos (stage 0: the language model alone)
+    # reasoning samples' replies: "long" (chain of thought, then the answer) or "short" (the answer after an empty
+    # think block, as in no-think mode); the problems and images are the same either way (the long-CoT study)
+    reasoning_reply: str = "long"
     checkpoint_every: int = 50
     init_from: str | None = None  # a stage name of the same run, a checkpoint directory, or None (fresh weights)
     what: str = ""  # one line: what the stage is for
@@ -77,6 +80,8 @@ class Stage:
         check_data(source, self.data, self.shares)
         if self.objective not in ("lm", "scene_labels"):
             raise ValueError(f"stage {self.name!r}: objective {self.objective!r}; choose 'lm' or 'scene_labels'")
+        if self.reasoning_reply not in ("long", "short"):
+            raise ValueError(f"stage {self.name!r}: reasoning_reply {self.reasoning_reply!r}; choose 'long' or 'short'")
         if self.loss_weighting not in ("token", "sample"):
             raise ValueError(f"stage {self.name!r}: loss_weighting {self.loss_weighting!r}; choose 'token' or 'sample'")
 

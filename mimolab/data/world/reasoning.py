@@ -19,6 +19,7 @@ can learn in the cpu profile's budget. From 0.25 up the problems are exactly as 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from PIL import Image, ImageDraw
@@ -38,6 +39,23 @@ def step(a: int, op: str, b: int) -> tuple[str, int]:
 
 def short_reply(answer: int) -> str:
     return "The answer is \\boxed{" + str(answer) + "}."
+
+
+REPLIES = ("long", "short")  # what a reasoning sample's reply holds: the chain of thought and the answer, or the answer
+EMPTY_THINK = "<think>\n\n</think>\n\n"  # the chat template's no-think block (mimolab.tokenizer)
+
+
+def with_reply(sample: Sample, reply: str) -> Sample:
+    """``sample`` with the reply form ``reply``: "long" leaves it as generated; "short" gives a reasoning
+    sample (one with ``meta["short_reply"]``) the empty think block and the answer alone, what the model
+    writes in no-think mode, so the same problem and image train the answer without the chain. Other
+    samples are returned as they are."""
+    if reply not in REPLIES:
+        raise ValueError(f"reasoning reply {reply!r}; choose one of {REPLIES}")
+    if reply == "long" or "short_reply" not in sample.meta:
+        return sample
+    messages = [m for m in sample.messages if m["role"] != "assistant"]
+    return dataclasses.replace(sample, messages=[*messages, assistant(EMPTY_THINK + sample.meta["short_reply"])])
 
 
 def long_reply(steps: list[str], answer: int) -> str:

@@ -82,6 +82,11 @@ def test_claims_follow_the_confidence_intervals():
     assert said["chart", "perception"]["verdict"] == "disagrees"
     still = said["visual_math", "still"]  # gains 0.1, 0.2, 0.15: mean 0.15 with a t interval above 0
     assert still["diff"] == pytest.approx(0.15) and still["ci"][0] > 0 and still["verdict"] == "agrees"
+    # a last point scored on more samples is compared on the earlier points' samples (its score@n)
+    for seed, curve in runs["long_cot"].items():
+        curve[-1]["score@30/visual_math"] = curve[0]["score/visual_math"] - 0.2 - 0.02 * seed
+    still = {(c["task"], c["claim"].split()[0]): c for c in long_cot_claims(result, runs, 30)}["visual_math", "still"]
+    assert still["diff"] == pytest.approx(-0.22) and still["verdict"] == "disagrees"
 
 
 @pytest.mark.slow
@@ -105,6 +110,8 @@ def test_long_cot_study_at_smoke_by_seed_subsets_without_double_counting(tmp_pat
     assert len(long) == spec.stage3_evals + 2 and [r["tokens"] for r in long] == [r["tokens"] for r in short]
     assert all(b["samples/visual_math"] >= a["samples/visual_math"] for a, b in zip(long[1:], short[1:]))
     assert all(r["length/visual_math"] > 0 for r in long + short)  # every point records its reply length
+    # the last point, scored on more samples, also holds its score on the earlier points' samples (a prefix)
+    assert all(0 <= r[f"score@{spec.eval_n}/{t}"] <= 1 for r in (long[-1], short[-1]) for t in spec.eval_tasks)
     stages = [yaml.safe_load((runs_dir / f"{arm}-seed1" / "stage3_multimodal" / "stage.yaml").read_text())
               for arm in ("long_cot", "short_cot")]
     assert {k for k in stages[0] if stages[0][k] != stages[1][k]} == {"reasoning_reply"}

@@ -19,7 +19,6 @@ the tests use that point), with the mean reply length. Each arm x seed curve is 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -29,7 +28,7 @@ from mimolab.eval.harness import chance_levels, evaluate
 from mimolab.model.checkpoint import atomic_directory
 from mimolab.model.vlm import MiMoVL
 from mimolab.pipeline.stages import STAGES, default_run_dir, get_processor, run_stage
-from mimolab.pipeline.studies import StudySpec, load_study
+from mimolab.pipeline.studies import StudySpec, load_study, pick_seeds, write_json
 from mimolab.pipeline.study_results import (Runs, claim_verdict, headroom, mean_ci, mean_sd, summarise,
                                             table_section, write_study)
 from mimolab.processing import MiMoVLProcessor
@@ -63,16 +62,6 @@ def check_spec(spec: StudySpec) -> None:
         raise ValueError(f"study 'long_cot': stage_settings may not set {fixed}: the study or its arms set them")
 
 
-def pick_seeds(spec: StudySpec, seeds) -> tuple[int, ...]:
-    """``seeds`` (a subset of the spec's), or all of them."""
-    if seeds is None:
-        return spec.seeds
-    unknown = sorted(set(seeds) - set(spec.seeds))
-    if unknown or not seeds:
-        raise ValueError(f"study 'long_cot': seeds {sorted(seeds)} must be a non-empty subset of {list(spec.seeds)}")
-    return tuple(seeds)
-
-
 def arm_stage_overrides(spec: StudySpec, profile: str, arm: str, name: str, seed: int) -> dict:
     """The stage settings an arm x seed runs with: the study's steps, seed, difficulty and checkpoints,
     the arm's reply form and, for an arm that drops tasks, their share spread over the rest."""
@@ -104,14 +93,11 @@ def scores(path: Path, processor, spec: StudySpec, profile: str, thinking: bool,
                                     ([t for t in spec.eval_tasks if t not in REASONING], True)) if tasks
             for row in evaluate(model, processor, tasks, n=n or spec.eval_n, difficulty=difficulty, thinking=mode,
                                 progress=False)]
-    return {**{f"score/{r.task}": r.score for r in rows}, **{f"length/{r.task}": r.response_tokens for r in rows}}
-
-
-def write_json(path: Path, data) -> None:
-    """Atomically: a reader (another seed's process) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    # on more samples than the other points: also the score on their samples (the first eval_n), the paired
+    # comparison with the point before
+    first = {f"score@{spec.eval_n}/{r.task}": sum(r.per_sample[:spec.eval_n]) / spec.eval_n for r in rows if r.n > spec.eval_n}
+    return {**{f"score/{r.task}": r.score for r in rows}, **first,
+            **{f"length/{r.task}": r.response_tokens for r in rows}}
 
 
 def start_scores(start: Path, processor, spec: StudySpec, profile: str, runs_dir: Path, thinking: bool) -> dict:
@@ -214,7 +200,7 @@ def run_long_cot_study(profile: str, *, out: Path = RESULTS_DIR, runs_dir: Path 
               "pilot": spec.pilot, "length": {t: final_means(runs, f"length/{t}") for t in tasks},
               "samples_seen": {t: final_means(runs, f"samples/{t}") for t in REASONING},
               **summarise(runs, tasks, list(spec.compare))}
-    result["claims"] = long_cot_claims(result, runs)
+    result["claims"] = long_cot_claims(result, runs, spec.eval_n)
     paths = write_study("long_cot", result, runs, tasks, "tokens", out)
     paths["md"].write_text(paths["md"].read_text() + "\n" + details_markdown(result))
     return {**result, "runs": runs}
@@ -228,11 +214,12 @@ def details_markdown(result: dict) -> str:
     return "\n".join(table_section("Reply length and problems seen at the end (mean over seeds)", rows)) + "\n"
 
 
-def long_cot_claims(result: dict, runs: Runs, margin: float = 0.10) -> list[dict]:
+def long_cot_claims(result: dict, runs: Runs, eval_n: int = 0, margin: float = 0.10) -> list[dict]:
     """The report's claims against the measured numbers: agrees / disagrees / cannot tell, from the 95% CIs.
 
     1. Long CoT beats the answer alone on reasoning (per reasoning task, long vs short arm).
-    2. Reasoning keeps improving through stage 4: the long arm's change from the end of stage 3 to the end.
+    2. Reasoning keeps improving through stage 4: the long arm's change from the end of stage 3 to the end,
+       on the same ``eval_n`` samples (the last point's ``score@<eval_n>``, when it was scored on more).
     3. Perception does not suffer (within ``margin``): long vs short on the other tasks."""
     claims = []
     for t in result["tests"]:
@@ -243,7 +230,8 @@ def long_cot_claims(result: dict, runs: Runs, margin: float = 0.10) -> list[dict
             claims.append({"claim": claim, "task": t["task"], "diff": t["diff"], "ci": [t["ci_low"], t["ci_high"]],
                            "verdict": claim_verdict(t["ci_low"], t["ci_high"], agrees_above=low, disagrees_below=low)})
     for task in (t for t in REASONING if t in result["chance"]):
-        gain = mean_ci([c[-1][f"score/{task}"] - c[-2][f"score/{task}"] for c in runs.get("long_cot", {}).values()])
+        same = lambda point: point.get(f"score@{eval_n}/{task}", point[f"score/{task}"])  # noqa: E731
+        gain = mean_ci([same(c[-1]) - c[-2][f"score/{task}"] for c in runs.get("long_cot", {}).values()])
         claims.append({"claim": "still improving through stage 4 (long arm)", "task": task, "diff": gain["diff"],
                        "ci": [gain["ci_low"], gain["ci_high"]],
                        "verdict": claim_verdict(gain["ci_low"], gain["ci_high"], agrees_above=0.0,

@@ -245,6 +245,7 @@ def training_figure(runs: Runs, path: Path, title: str) -> Path | None:
     panels = [f"reward/{t}" for t in tasks] + [f"response_length/{t}" for t in tasks]
     panels += [k for k in ("entropy", "kl_ref", "clip_fraction") if k in set(frame["key"])]
     cols = max(len(tasks), 3)
+    palette = dict(zip(runs, sns.color_palette(n_colors=len(runs))))  # one colour per arm in every panel
     fig = Figure(figsize=(3.4 * cols, 2.9 * 3))
     axes = fig.subplots(3, cols, squeeze=False)
     for ax in axes.flat:
@@ -254,7 +255,7 @@ def training_figure(runs: Runs, path: Path, title: str) -> Path | None:
         ax = axes[row][col]
         ax.set_visible(True)
         sns.lineplot(frame[frame["key"] == key], x="rollouts", y="value", hue="arm", errorbar="sd", marker="o", ax=ax,
-                     legend=(row, col) == (0, 0))
+                     palette=palette, hue_order=list(palette), legend=key == "entropy")  # every arm logs entropy
         ax.set(title=key.replace("kl_ref", "KL to the start"), ylabel="")
     fig.suptitle(title)
     fig.tight_layout()

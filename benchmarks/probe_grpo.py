@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--group", type=int, dest="group_size")
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--loss-agg", choices=LOSS_AGGREGATIONS)
+    parser.add_argument("--rollout-dtype", choices=["bfloat16"], help="rollouts (prefill and decode) in bf16")
+    parser.add_argument("--bf16", action="store_true", default=None, help="the update's forward under bf16 autocast")
     parser.add_argument("--lora-rank", type=int, help="0: full-parameter")
     parser.add_argument("--lora-alpha", type=int)
     parser.add_argument("--seed", type=int, help="another seed draws other training prompts, rollouts and held-out samples")

@@ -256,6 +256,17 @@ def print_tables(summary: dict) -> None:
             print(f"  {kind:<26} {ms:8.1f} ms  {ms / p['step_ms']:6.1%}")
 
 
+def mimolab_commit() -> str:
+    """The git commit of the mimolab checkout measured (``+dirty`` with uncommitted changes): a before/after pair
+    names its two checkouts without a machine path."""
+    import subprocess
+
+    root = Path(mimolab.__file__).parent.parent
+    git = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="cpu")
@@ -278,7 +289,7 @@ def main() -> None:
     processor = world_processor(world_tokenizer())
     summary = {"preset": args.preset, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                "machine": {**machine(), **(bf16_units() if args.device == "cpu" else {})},
-               "mimolab": str(Path(mimolab.__file__).parent),
+               "mimolab": mimolab_commit(),
                "torch": torch.__version__, "row_tokens": args.row_tokens, "rows": args.rows,
                "trainer": trainer_throughput(settings, args, processor, config)}
     if args.vs_transformers:

@@ -24,6 +24,7 @@ import time
 import torch
 
 from mimolab import MiMoVL
+from mimolab.settings import relative_to_runs
 from mimolab.data.pipeline import world_mixture, world_processor, world_tokenizer
 from mimolab.eval import evaluate
 from mimolab.eval.results import mean_stderr, paired_change
@@ -94,7 +95,7 @@ def main() -> None:
         runs[seed] = {"fp32": fp32, "bf16": bf16}
         print(json.dumps({"seed": seed, **runs[seed], "changes": [{k: v for k, v in c.items() if k != "differences"}
                                                                    for c in changes[seed]]}))
-    summary = {"init": args.init, "stage": args.stage, "steps": args.steps, "train_tasks": args.train_tasks,
+    summary = {"init": relative_to_runs(args.init), "stage": args.stage, "steps": args.steps, "train_tasks": args.train_tasks,
                "tasks": args.tasks, "n": args.n,
                "runs": runs, "changes": changes, "pooled": pooled(changes)}
     print("| task | bf16 - fp32 (pooled per sample) | s.e. | n | mean of seeds | s.e. across seeds |")

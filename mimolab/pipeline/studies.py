@@ -85,6 +85,21 @@ def pick_seeds(spec: StudySpec, seeds) -> tuple[int, ...]:
     return tuple(s for s in spec.seeds if s in set(seeds))  # in the spec's order
 
 
+def start_checkpoint(spec: StudySpec, profile: str, progress: bool, start: str | Path | None = None, *,
+                     default: str = "stage2_alignment") -> Path:
+    """The arms' start: ``start`` if given, else the spec's, else ``default``; a pipeline stage's name means its
+    final checkpoint (the stage runs first if missing), anything else a checkpoint directory."""
+    from mimolab.pipeline.stages import STAGES, run_stage
+
+    start = str(start or spec.start or default)
+    if start in STAGES:
+        return run_stage(start, profile, progress=progress).final
+    path = Path(start).expanduser()
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"study {spec.name!r}: start {start!r} is neither a pipeline stage nor a checkpoint")
+    return path
+
+
 def write_json(path: Path, data) -> None:
     """Atomically: a reader (another seed's process) never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -101,4 +116,4 @@ def results_dir(profile: str, run_dir: str | Path | None = None) -> Path:
     return Path(run_dir or runs_root() / "smoke" / "studies") / "results"
 
 
-__all__ = ["StudySpec", "load_study", "pick_seeds", "results_dir", "write_json"]
+__all__ = ["StudySpec", "load_study", "pick_seeds", "results_dir", "start_checkpoint", "write_json"]

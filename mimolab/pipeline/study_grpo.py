@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from mimolab.eval.harness import chance_levels, evaluate
 from mimolab.model.vlm import MiMoVL
-from mimolab.pipeline.stages import STAGES, default_run_dir, run_stage
-from mimolab.pipeline.studies import StudySpec, load_study, pick_seeds, write_json
+from mimolab.pipeline.stages import default_run_dir
+from mimolab.pipeline.studies import StudySpec, load_study, pick_seeds, start_checkpoint, write_json
 from mimolab.pipeline.study_results import (Runs, claim_verdict, final_scores, headroom, mean_ci, summarise,
                                             training_figure, welch, write_study)
 from mimolab.processing import MiMoVLProcessor
@@ -92,18 +92,6 @@ def grpo_curve(start: Path, run_dir: Path, profile: str, arm: str, seed: int, sp
     return curve
 
 
-def start_checkpoint(spec: StudySpec, profile: str, start: str | Path | None, progress: bool) -> Path:
-    """``start`` if given, else the spec's: a pipeline stage's final checkpoint (run first if missing) or a
-    checkpoint directory; default the pipeline's stage 4."""
-    start = str(start or spec.start or "stage4_long_context")
-    if start in STAGES:
-        return run_stage(start, profile, progress=progress).final
-    path = Path(start).expanduser()
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"study {spec.name!r}: start {start!r} is neither a pipeline stage nor a checkpoint")
-    return path
-
-
 def check_spec(spec: StudySpec) -> None:
     """Settings that give a curve: steps >= eval_every >= 1 (the study files ask >= 8 points of it), and
     interference's mixed arm."""
@@ -136,7 +124,7 @@ def run_grpo_study(name: str, profile: str, start: str | Path | None = None, *, 
     check_spec(spec)
     check_arms(spec, profile)
     chosen = pick_seeds(spec, seeds)
-    start = start_checkpoint(spec, profile, start, progress)
+    start = start_checkpoint(spec, profile, progress, start, default="stage4_long_context")
     runs_dir = Path(runs_dir or default_run_dir(profile).parent / "studies" / name)
     runs: Runs = {}
     for arm, seed in tqdm([(a, s) for a in spec.arms for s in chosen], desc=name, disable=not progress):

@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 from mimolab.eval.harness import chance_levels, evaluate
 from mimolab.model.checkpoint import atomic_directory
 from mimolab.model.vlm import MiMoVL
-from mimolab.pipeline.stages import STAGES, default_run_dir, get_processor, run_stage
-from mimolab.pipeline.studies import StudySpec, load_study, pick_seeds, write_json
+from mimolab.pipeline.stages import default_run_dir, get_processor, run_stage
+from mimolab.pipeline.studies import StudySpec, load_study, pick_seeds, start_checkpoint, write_json
 from mimolab.pipeline.study_results import (Runs, claim_verdict, headroom, mean_ci, mean_sd, summarise,
                                             table_section, write_study)
 from mimolab.processing import MiMoVLProcessor
@@ -145,17 +145,6 @@ def arm_curve(spec: StudySpec, profile: str, arm: str, seed: int, start: Path, r
         init = result.final
     write_json(run_dir / "curve.json", curve)
     return curve
-
-
-def start_checkpoint(spec: StudySpec, profile: str, progress: bool) -> Path:
-    """The arms' start: a pipeline stage's final checkpoint (run first if missing) or a directory."""
-    start = spec.start or "stage2_alignment"
-    if start in STAGES:
-        return run_stage(start, profile, progress=progress).final
-    path = Path(start).expanduser()
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"study 'long_cot': start {start!r} is neither a pipeline stage nor a checkpoint")
-    return path
 
 
 def start_headroom(runs: Runs, spec: StudySpec, runs_dir: Path, chance: dict[str, float]) -> list[dict]:

@@ -13,16 +13,16 @@ torchvision, not installable beside the CPU torch); the prompt token ids are che
 Both sample ``--group`` completions per prompt at the same temperature (top-p 1) up to ``--new-tokens``,
 score them with the same reward function, and take one optimizer step on the token-level clipped
 surrogate (TRL ``loss_type="dapo"``, mimolab ``loss_agg="token_mean"``), beta / kl_coef 0, one update
-per batch, float32 (``--trl-bf16``: TRL's ``bf16=True``). mimolab also computes the reference policy's
-log-probs each step (it logs the KL to the start); TRL skips them at beta 0. ``mimolab_bf16`` is the same
+per batch, float32 (``--trl-bf16``: TRL's ``bf16=True``). Neither computes the reference policy's log-probs:
+TRL skips them at beta 0, mimolab with ``kl_every=0`` (``--kl-every N``: mimolab's reference forward every N steps,
+timed on its own as ``reference``, to show what logging the KL to the start costs). ``mimolab_bf16`` is the same
 step with ``rollout_dtype="bfloat16"`` and ``bf16=True`` (the update under bfloat16 autocast; the old
 log-probs are then the update's own, as TRL's at one update per batch).
 
 The libraries alternate step by step (TRL, mimolab, mimolab_bf16, TRL, ...): TRL's training loop calls back
 at each step's end, where the mimolab steps run. The first step of each is a warm-up; then best and median
 seconds per step, wall-clock and CPU, with the rollout (TRL: ``_generate``, tokenising included; mimolab:
-``GRPOTrainer.rollout``) and the rest (rewards, forward, backward, optimizer; for mimolab also the reference
-forward, timed on its own as ``reference``) apart; JSON at the end.
+``GRPOTrainer.rollout``) and the rest (rewards, forward, backward, optimizer) apart; JSON at the end.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def trainers(args, work: Path, processor, samples: list):
     hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(work / "ckpt", dtype=torch.float32)
     common = dict(prompts_per_step=args.prompts, group_size=args.group, max_new_tokens=args.new_tokens,
                   temperature=args.temperature, top_p=1.0, lr=1e-5, loss_agg="token_mean", kl_coef=0.0,
-                  updates_per_batch=1, clip_eps=0.2, min_group_std=0.0, grad_clip=1.0)
+                  kl_every=args.kl_every, updates_per_batch=1, clip_eps=0.2, min_group_std=0.0, grad_clip=1.0)
     ours = {name: GRPOTrainer(MiMoVL.from_pretrained(work / "ckpt"), processor, GRPOConfig(**common, **precision),
                               work / name, rewards=[reward], prompts=FixedPrompts(list(samples)))
             for name, precision in (("mimolab", {}), ("mimolab_bf16", {"rollout_dtype": "bfloat16", "bf16": True}))}
@@ -219,6 +219,8 @@ def main() -> None:
     parser.add_argument("--tasks", default="grounding,counting,chart")
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--trl-bf16", action="store_true", help="TRL with bf16=True (autocast) instead of float32")
+    parser.add_argument("--kl-every", type=int, default=0,
+                        help="mimolab's reference forward (the KL to the start) every N steps; 0: never, as TRL at beta 0")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "disabled")
@@ -241,7 +243,7 @@ def main() -> None:
         same = same_prompt_ids(trl.processing_class, processor, ours["mimolab"].model.config, samples)
     seconds, ratios = summary(times)
     results = {"preset": args.preset, "prompts": args.prompts, "group": args.group, "new_tokens": args.new_tokens,
-               "trl_bf16": args.trl_bf16, "steps_timed": args.steps, "tasks": tasks, "temperature": args.temperature,
+               "trl_bf16": args.trl_bf16, "kl_every": args.kl_every, "steps_timed": args.steps, "tasks": tasks, "temperature": args.temperature,
                "prompt_ids_equal": f"{same}/{len(samples)}",
                "machine": {**machine(), "trl": trl_version, "load_average_1_5_15": load_before,
                            "load_average_after": list(os.getloadavg())},

@@ -94,10 +94,13 @@ def grpo_rows() -> list[list[str]]:
     for name, trl in (("cpu_bench_grpo.json", "TRL float32"), ("cpu_bench_grpo_trl_bf16.json", "TRL bf16=True")):
         data = load(name)
         ref = data["seconds"]["transformers+trl"]
+        # kl_every 0: neither computes reference log-probs (TRL at beta 0); before it, mimolab did every step
+        work = " (no reference forward on either side)" if data.get("kl_every", 1) == 0 else \
+            " (mimolab with a reference forward each step)"
         for side, label in (("mimolab", "float32"), ("mimolab_bf16", "bf16")):
             s = data["seconds"][side]
             rows.append([f"GRPO step seconds (median), cpu preset, {data['prompts']} prompts x group {data['group']} x "
-                         f"{data['new_tokens']} tokens: mimolab {label} / {trl}",
+                         f"{data['new_tokens']} tokens: mimolab {label} / {trl}{work}",
                          f"{s['step_wall_median']:.2f} s / {ref['step_wall_median']:.2f} s",
                          ratio(ref["step_wall_median"] / s["step_wall_median"],
                                ref["step_cpu_median"] / s["step_cpu_median"]),

@@ -129,6 +129,19 @@ def test_vanilla_updates_move_the_ratio_and_kl(processor, tmp_path):
     assert records[1]["first_update/kl_ref"] > 0  # the policy left the reference
 
 
+def test_kl_every_skips_the_reference_forward_and_changes_nothing_else(processor, tmp_path):
+    """At kl_coef 0 the reference policy only measures the KL to the start: measured every second step, or never
+    (no reference copy kept), the weights after three steps equal those of a run that measured it every step."""
+    runs = {}
+    for every in (1, 2, 0):
+        t = trainer(processor, tmp_path / str(every), kl_every=every)
+        assert (t.reference is None) == (every == 0)
+        runs[every] = ([("kl_ref" in t.step()) for _ in range(3)], t.model.state_dict())
+    assert runs[1][0] == [True, True, True] and runs[2][0] == [False, True, False] and runs[0][0] == [False] * 3
+    for every in (2, 0):
+        assert all(torch.equal(v, runs[1][1][k]) for k, v in runs[every][1].items())
+
+
 def test_lora_grpo_keeps_base_weights_and_uses_adapters_off_as_reference(processor, tmp_path):
     t = trainer(processor, tmp_path, lora=True)
     assert t.reference is None  # no second copy of the model

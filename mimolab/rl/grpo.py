@@ -48,6 +48,9 @@ class GRPOConfig:
     updates_per_batch: int = 1  # 1: on-policy; >1: vanilla GRPO
     clip_eps: float = 0.2
     kl_coef: float = 0.0
+    # at kl_coef 0 the reference policy's forward only measures the KL to the start (logged as kl_ref): every
+    # kl_every steps (0: never, as TRL at beta 0); the update is the same whichever, a forward less per skipped step
+    kl_every: int = 1
     loss_agg: str = "token_mean"
     max_new_tokens: int = 64
     temperature: float = 1.0
@@ -81,7 +84,7 @@ class GRPOConfig:
         source = "GRPO config"
         for name in ("steps", "prompts_per_step", "group_size", "updates_per_batch", "max_new_tokens", "row_tokens"):
             check_value(source, name, getattr(self, name), integer=True, low=1)
-        for name in ("lora_rank", "checkpoint_every"):
+        for name in ("lora_rank", "checkpoint_every", "kl_every"):
             check_value(source, name, getattr(self, name), integer=True, low=0)
         check_value(source, "seed", self.seed, integer=True)
         check_value(source, "lr", self.lr, above=0, high=1)
@@ -130,7 +133,7 @@ def policy_loss(logprobs: list[torch.Tensor], old_logprobs: list[torch.Tensor], 
     stats = {"ratio_mean": float(cat(ratios).mean()) if n_tokens else 1.0,
              "ratio_max_dev": float((cat(ratios) - 1).abs().max()) if n_tokens else 0.0,
              "clip_fraction": float(cat(clipped).float().mean()) if n_tokens else 0.0,
-             "kl_ref": float(cat(kls).mean()) if kls else None}
+             **({"kl_ref": float(cat(kls).mean())} if kls else {})}
     return loss, stats
 
 

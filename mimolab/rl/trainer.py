@@ -69,7 +69,9 @@ class GRPOTrainer:
         self.rewards = rewards if hasattr(rewards, "score") else RewardRouter(rewards)
         self.tracker = tracker
         self.lora = has_lora(model)
-        self.reference = None if self.lora else copy.deepcopy(model).eval().requires_grad_(False)
+        # the frozen start policy (LoRA: the model with its adapters off), kept only where a step reads it
+        needs_reference = cfg.kl_coef > 0 or cfg.kl_every > 0
+        self.reference = None if self.lora or not needs_reference else copy.deepcopy(model).eval().requires_grad_(False)
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
         self.rng = random.Random(cfg.seed)
@@ -187,7 +189,8 @@ class GRPOTrainer:
         config = self.model.config
         samples = [r.training_sample(config) for r in rollouts]
         old = [torch.tensor(r.logprobs) for r in rollouts]  # the generator's, as on-policy RL uses them
-        ref = self.reference_logprobs(samples)
+        measure_kl = cfg.kl_every > 0 and (self.step_count + 1) % cfg.kl_every == 0
+        ref = self.reference_logprobs(samples) if cfg.kl_coef > 0 or measure_kl else None
         stats = {}
         self.model.train()
         for update in range(cfg.updates_per_batch):

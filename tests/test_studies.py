@@ -91,3 +91,18 @@ def test_study_files_load_typed_and_bad_ones_fail_naming_the_field(tmp_path):
     bad.write_text("arms: {a: {}}\neval_task: [counting]\nprofiles: {cpu: {seeds: [0], eval_n: 10}}\n")
     with pytest.raises(ValueError, match="eval_task"):
         load_study(bad, "cpu")
+
+
+def test_a_cached_curve_is_reused_only_with_the_settings_it_was_made_with(tmp_path):
+    from mimolab.pipeline.studies import cached_curve, save_curve
+
+    run = tmp_path / "vanilla-seed0"
+    settings = {"grpo": {"lr": 2e-5, "tasks": (("grounding", 1.0),)}, "eval_n": 64}
+    assert cached_curve(run, settings) is None  # nothing run yet
+    run.mkdir()
+    save_curve(run, settings, [{"step": 0, "score/grounding": 0.5}])
+    assert cached_curve(run, dict(settings)) == [{"step": 0, "score/grounding": 0.5}]  # tuples read back as lists
+    assert cached_curve(run, {**settings, "eval_n": 80}) is None and not run.exists()  # the study changed: run again
+    run.mkdir()
+    (run / "curve.json").write_text('[{"step": 0}]')  # cached before settings were recorded: reused
+    assert cached_curve(run, settings) == [{"step": 0}]

@@ -15,7 +15,9 @@ and writes ``experiments/results/<study>.json``, ``.md`` and ``.png``; W&B runs 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,36 @@ def write_json(path: Path, data) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
+
+
+def cached_curve(run_dir: Path, settings: dict) -> list[dict] | None:
+    """The curve of a finished arm x seed run made with these ``settings``, else None. A run made with other
+    settings (the study file changed since) is removed, naming what changed, so it runs again; a curve cached
+    before settings were recorded beside it is reused, with a warning."""
+    done, recorded = run_dir / "curve.json", run_dir / "settings.json"
+    if not done.exists():
+        return None
+    if not recorded.exists():
+        logging.getLogger(__name__).warning("%s: cached curve without its settings.json, reused as it is", run_dir.name)
+        return json.loads(done.read_text())
+    old, new = json.loads(recorded.read_text()), _as_json(settings)
+    if old == new:
+        return json.loads(done.read_text())
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    logging.getLogger(__name__).warning("%s: cached curve made with other %s: running it again", run_dir.name,
+                                        ", ".join(changed))
+    shutil.rmtree(run_dir)
+    return None
+
+
+def save_curve(run_dir: Path, settings: dict, curve: list[dict]) -> None:
+    """The finished run's curve and the settings it was made with (what ``cached_curve`` compares)."""
+    write_json(run_dir / "settings.json", _as_json(settings))
+    write_json(run_dir / "curve.json", curve)
+
+
+def _as_json(data: dict) -> dict:
+    return json.loads(json.dumps(data, default=str))  # tuples as lists, paths as strings: as read back
 
 
 def results_dir(profile: str, run_dir: str | Path | None = None) -> Path:

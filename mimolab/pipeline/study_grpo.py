@@ -14,7 +14,6 @@ before its end leaves no curve and is redone from its start, so no step counts t
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 from mimolab.eval.harness import chance_levels, evaluate
 from mimolab.model.vlm import MiMoVL
 from mimolab.pipeline.stages import default_run_dir
-from mimolab.pipeline.studies import StudySpec, load_study, pick_seeds, start_checkpoint, write_json
+from mimolab.pipeline.studies import StudySpec, cached_curve, load_study, pick_seeds, save_curve, start_checkpoint
 from mimolab.pipeline.study_results import (Runs, claim_verdict, final_scores, headroom, mean_ci, summarise,
                                             training_figure, welch, write_study)
 from mimolab.processing import MiMoVLProcessor
@@ -60,13 +59,15 @@ def grpo_curve(start: Path, run_dir: Path, profile: str, arm: str, seed: int, sp
                tracking: str | None, group: str) -> list[dict]:
     """One GRPO run from ``start`` with the arm's settings; held-out scores every ``eval_every`` steps.
     Cached in ``run_dir/curve.json``; a run without one starts over (its partial logs removed)."""
-    done = run_dir / "curve.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    cfg = arm_config(spec, profile, arm, seed)
+    settings = {"grpo": cfg.__dict__, "start": relative_to_runs(start), "steps": spec.steps,
+                "eval_every": spec.eval_every, "eval_n": spec.eval_n, "eval_tasks": spec.eval_tasks}
+    cached = cached_curve(run_dir, settings)
+    if cached is not None:
+        return cached
     if run_dir.exists():  # a run killed before its end: its metrics would repeat steps
         shutil.rmtree(run_dir)
     model, processor = MiMoVL.from_pretrained(start), MiMoVLProcessor.from_pretrained(start)
-    cfg = arm_config(spec, profile, arm, seed)
     curve, window, rollouts = [], [], 0
 
     def measure(step: int) -> None:
@@ -88,7 +89,7 @@ def grpo_curve(start: Path, run_dir: Path, profile: str, arm: str, seed: int, sp
                     tracker.log({f"eval/{k[6:]}": v for k, v in curve[-1].items() if k.startswith("score/")}, step=step)
         finally:
             trainer.close()
-    write_json(done, curve)
+    save_curve(run_dir, settings, curve)
     return curve
 
 

@@ -28,7 +28,8 @@ from mimolab.eval.harness import chance_levels, evaluate
 from mimolab.model.checkpoint import atomic_directory
 from mimolab.model.vlm import MiMoVL
 from mimolab.pipeline.stages import default_run_dir, get_processor, run_stage
-from mimolab.pipeline.studies import StudySpec, load_study, pick_seeds, start_checkpoint, write_json
+from mimolab.pipeline.studies import (StudySpec, cached_curve, load_study, pick_seeds, save_curve, start_checkpoint,
+                                      write_json)
 from mimolab.pipeline.study_results import (Runs, claim_verdict, headroom, mean_ci, mean_sd, summarise,
                                             table_section, write_study)
 from mimolab.processing import MiMoVLProcessor
@@ -117,10 +118,14 @@ def samples_seen(checkpoint: Path) -> dict[str, int]:
 def arm_curve(spec: StudySpec, profile: str, arm: str, seed: int, start: Path, runs_dir: Path,
               tracking: str | None) -> list[dict]:
     """One arm x seed: stages 3-4 from ``start``, scored at the start, at each stage-3 checkpoint and
-    at the end of stage 4; the curve is cached in ``curve.json`` and reused."""
+    at the end of stage 4; the curve is cached in ``curve.json`` and reused while the settings are the same."""
     run_dir = runs_dir / f"{arm}-seed{seed}"
-    if (run_dir / "curve.json").exists():
-        return json.loads((run_dir / "curve.json").read_text())
+    settings = {"stages": {name: arm_stage_overrides(spec, profile, arm, name, seed) for name in STUDY_STAGES},
+                "start": relative_to_runs(start), "thinking": spec.arms[arm].get("thinking", True),
+                "eval_tasks": spec.eval_tasks, "eval_n": spec.eval_n, "final_eval_n": spec.final_eval_n}
+    cached = cached_curve(run_dir, settings)
+    if cached is not None:
+        return cached
     thinking = bool(spec.arms[arm].get("thinking", True))
     if not (run_dir / "processor" / "tokenizer.json").exists():  # the start's tokenizer, not a new one
         with atomic_directory(run_dir / "processor") as tmp:
@@ -143,7 +148,7 @@ def arm_curve(spec: StudySpec, profile: str, arm: str, seed: int, start: Path, r
         seen = {t: seen.get(t, 0) + counts.get(t, 0) for t in REASONING}
         tokens += result.stage.steps * result.stage.tokens_per_step
         init = result.final
-    write_json(run_dir / "curve.json", curve)
+    save_curve(run_dir, settings, curve)
     return curve
 
 

@@ -95,13 +95,16 @@ pd.DataFrame(result["samples_seen"]).round(0).rename(columns=lambda t: f"{t} pro
 
 # %% [markdown]
 # ## 3. What the runs say
-# Long against short per task at the end of stage 4: the difference, its 95% CI, Welch's p and the
-# smallest difference the seeds' spread could detect (MDE); "not significant" is a valid outcome.
+# Long against short per task at the end of stage 4: the difference, its 95% CI and p, paired by seed (an
+# arm's seed sees the same problems in the same order as the other's, so the per-seed difference is the
+# measurement; Welch's p, the arms taken as independent, beside it), and the smallest difference the
+# seeds' spread could detect (MDE); "not significant" is a valid outcome.
 
 # %%
 for test in result["tests"]:
     print(f"{test['task']:>14}: {test['arm']} vs {test['baseline']}: {verdict(test)}")
 print(f"\nwritten: {out / 'long_cot.json'}, .md, .png")
+pd.DataFrame(result["tests"]).set_index("task").reindex(columns=["diff", "ci_low", "ci_high", "p", "welch_p", "mde"]).round(3)
 
 # %% [markdown]
 # ## 4. Against the report, claim by claim

@@ -8,7 +8,7 @@ import pytest
 from mimolab.pipeline.studies import load_study
 from mimolab.pipeline.study_grpo import interference
 from mimolab.pipeline.study_results import (markdown, min_detectable_effect, seeds_needed, studies_summary, summarise,
-                                            welch, write_study)
+                                            verdict, welch, write_study)
 
 
 def test_welch_matches_the_formula():
@@ -26,6 +26,31 @@ def test_welch_matches_the_formula():
     half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
     assert got["df"] == pytest.approx(df) and got["ci_low"] == pytest.approx(got["diff"] - half)
     assert got["ci_high"] == pytest.approx(got["diff"] + half) and got["ci_low"] > 0  # p < 0.05: the CI excludes 0
+
+
+def test_paired_by_seed_matches_the_formula_and_sees_what_welch_misses():
+    """Seeds that move both arms alike (a shared problem stream): the per-seed difference is steady, so the
+    paired test finds it where Welch, taking the arms as independent, cannot."""
+    from scipy import stats
+
+    from mimolab.pipeline.study_results import min_detectable_effect_paired, paired
+
+    a = {0: 0.30, 1: 0.50, 2: 0.40, 3: 0.60, 9: 0.9}  # seed 9 has no partner: left out
+    b = {0: 0.36, 1: 0.58, 2: 0.45, 3: 0.67}
+    d = [0.06, 0.08, 0.05, 0.07]
+    mean = sum(d) / 4
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 3)
+    got = paired(a, b)
+    assert got["pairs"] == 4 and got["diff"] == pytest.approx(mean) and got["df"] == 3
+    assert got["t"] == pytest.approx(mean / (sd / 2))
+    half = stats.t.ppf(0.975, 3) * sd / 2
+    assert got["ci_low"] == pytest.approx(mean - half) and got["ci_high"] == pytest.approx(mean + half)
+    assert got["p"] < 0.01 < 0.05 < got["welch_p"]
+    assert min_detectable_effect_paired(sd, 4) == pytest.approx((stats.t.ppf(0.975, 3) + stats.t.ppf(0.8, 3)) * sd / 2)
+    assert paired({0: 0.1, 1: 0.2}, {0: 0.2, 1: 0.3})["p"] is None  # every seed the same difference: no spread
+    runs = {arm: {s: [{"score/counting": v}] for s, v in vals.items()} for arm, vals in (("short", a), ("long", b))}
+    (test,) = summarise(runs, ["counting"], [("short", "long")], test="paired")["tests"]
+    assert test["test"] == "paired" and test["p"] == pytest.approx(got["p"]) and "paired t p" in verdict(test)
 
 
 def test_minimum_detectable_effect_by_hand_and_the_seeds_it_asks_for():

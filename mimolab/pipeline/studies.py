@@ -27,6 +27,9 @@ from mimolab.train.stage import check_tasks
 from mimolab.train.tracking import Tracker
 
 
+TESTS = ("welch", "paired")
+
+
 @dataclass(frozen=True)
 class StudySpec:
     """One study file at one profile (``experiments/studies/<name>.yaml``)."""
@@ -49,6 +52,9 @@ class StudySpec:
     final_eval_n: int = 0  # long_cot: held-out samples at the last point, which the tests use (0: eval_n)
     pilot: dict[str, Any] = field(default_factory=dict)  # the pilot's measured spread, recorded in the results
     grpo: dict[str, Any] = field(default_factory=dict)  # GRPO studies: settings every arm shares over the rl file's
+    # the test between arms across seeds: "welch" (independent arms) or "paired" (by seed: where an arm's seed draws
+    # the same problems in the same order as the other arm's, their difference per seed is the measurement)
+    test: str = "welch"
 
     def __post_init__(self) -> None:
         source = f"study {self.name!r}"
@@ -59,6 +65,8 @@ class StudySpec:
             if len(pair) != 2 or unknown:
                 raise ValueError(f"{source}: compare {list(pair)} must name two of the arms {sorted(self.arms)}")
         check_tasks(source, {}, self.eval_tasks)
+        if self.test not in TESTS:
+            raise ValueError(f"{source}: test {self.test!r}: choose one of {TESTS}")
         for seed in self.seeds:
             check_value(source, "seed", seed, integer=True)
         check_value(source, "eval_n", self.eval_n, integer=True, low=2)

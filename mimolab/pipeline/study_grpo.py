@@ -141,7 +141,7 @@ def run_grpo_study(name: str, profile: str, start: str | Path | None = None, *, 
               "settings": {arm: {k: v for k, v in cfg.__dict__.items() if k not in ("seed",)}
                            for arm, cfg in configs.items()},
               "chance": chance, "headroom": headroom(runs, tasks, chance), "pilot": spec.pilot,
-              **summarise(runs, tasks, list(spec.compare))}
+              **summarise(runs, tasks, list(spec.compare), spec.test)}
     if name == "interference":
         result["interference"] = interference(runs, spec)
     result["claims"] = grpo_claims(name, result, runs)

@@ -172,7 +172,7 @@ def run_long_cot_study(profile: str, *, out: Path = RESULTS_DIR, runs_dir: Path 
                        tracking: str | None = None, progress: bool = True, seeds=None,
                        study: str | Path = "long_cot") -> dict:
     """Every arm x seed (or the ``seeds`` given) from the study's start checkpoint; with every seed, the
-    results (``out/long_cot.json|md|png``): headroom, per-arm curves, Welch tests with CI and MDE, reply
+    results (``out/long_cot.json|md|png``): headroom, per-arm curves, the tests with CI and MDE, reply
     lengths and problems seen. With a subset of seeds, the curves only (cached for the final call).
     ``study``: another study file of the same shape (the pilot's, ``experiments/studies/pilots/``)."""
     spec = load_study(study, profile)
@@ -193,7 +193,7 @@ def run_long_cot_study(profile: str, *, out: Path = RESULTS_DIR, runs_dir: Path 
               "headroom": start_headroom(runs, spec, runs_dir, chance),
               "pilot": spec.pilot, "length": {t: final_means(runs, f"length/{t}") for t in tasks},
               "samples_seen": {t: final_means(runs, f"samples/{t}") for t in REASONING},
-              **summarise(runs, tasks, list(spec.compare))}
+              **summarise(runs, tasks, list(spec.compare), spec.test)}
     result["claims"] = long_cot_claims(result, runs, spec.eval_n)
     paths = write_study("long_cot", result, runs, tasks, "tokens", out)
     paths["md"].write_text(paths["md"].read_text() + "\n" + details_markdown(result))

@@ -1,4 +1,4 @@
-"""What a study's runs say: per-arm means over seeds, Welch's test between arms, the results files
+"""What a study's runs say: per-arm means over seeds, the test between arms (Welch's, or paired by seed), the results files
 (``<study>.json``, ``.md``, ``.png``) and the pipeline report's summary of every study.
 
 A run's curve is a list of records, one per measurement: ``{"step" or "tokens", "rollouts",
@@ -34,6 +34,33 @@ def welch(a: list[float], b: list[float]) -> dict[str, float | None]:
             "ci_low": float(ci.low), "ci_high": float(ci.high)}
 
 
+def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, float | None]:
+    """Difference (b - a) paired by seed, over the seeds both arms have: the mean difference, the paired t with
+    n - 1 degrees of freedom, its two-sided p and 95% CI (None without spread), the pairs, and Welch's p of the
+    same numbers taken as independent arms (``welch_p``), for comparison."""
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    diffs = [b[s] - a[s] for s in seeds]
+    out = {"diff": sum(diffs) / len(diffs) if diffs else float("nan"), "pairs": len(diffs),
+           "welch_p": welch(list(a.values()), list(b.values()))["p"]}
+    if len(diffs) < 2 or max(diffs) - min(diffs) < 1e-12:  # the same difference at every seed (to float error)
+        return {**out, "t": None, "p": None, "df": None, "ci_low": None, "ci_high": None}
+    result = stats.ttest_rel([b[s] for s in seeds], [a[s] for s in seeds])
+    ci = result.confidence_interval(0.95)
+    return {**out, "t": float(result.statistic), "p": float(result.pvalue), "df": float(result.df),
+            "ci_low": float(ci.low), "ci_high": float(ci.high)}
+
+
+def min_detectable_effect_paired(sd_diff: float, pairs: int, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference the paired t test at ``alpha`` detects with probability ``power``, for
+    per-seed differences that spread ``sd_diff`` over ``pairs`` seeds (t quantiles at pairs - 1 degrees of freedom)."""
+    from scipy import stats
+
+    df = max(1, pairs - 1)
+    return (stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)) * sd_diff / math.sqrt(pairs)
+
+
 def min_detectable_effect(sd_a: float, sd_b: float, seeds_a: int, seeds_b: int, *, alpha: float = 0.05,
                           power: float = 0.8) -> float:
     """The smallest true difference Welch's two-sided test at ``alpha`` detects with probability ``power``,
@@ -65,8 +92,13 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 
 def final_scores(runs: Runs, task: str, key: str | None = None) -> dict[str, list[float]]:
     """Per arm, each seed's last measured held-out score on ``task`` (or its last value of ``key``)."""
+    return {arm: list(values.values()) for arm, values in final_by_seed(runs, task, key).items()}
+
+
+def final_by_seed(runs: Runs, task: str, key: str | None = None) -> dict[str, dict[int, float]]:
+    """Per arm and seed, the last measured held-out score on ``task`` (or the last value of ``key``)."""
     key = key or f"score/{task}"
-    return {arm: [curve[-1][key] for curve in seeds.values() if curve[-1].get(key) is not None]
+    return {arm: {seed: curve[-1][key] for seed, curve in seeds.items() if curve[-1].get(key) is not None}
             for arm, seeds in runs.items()}
 
 
@@ -97,22 +129,35 @@ def mean_ci(values: list[float]) -> dict[str, float | None]:
     return {"diff": mean, "ci_low": mean - half, "ci_high": mean + half}
 
 
-def summarise(runs: Runs, tasks: list[str], comparisons: list[tuple[str, str]]) -> dict:
-    """Mean ± sd over seeds per arm and task, and for each (baseline, other) pair Welch's test with the
-    95% CI of the difference and the minimum detectable effect at the spread the seeds showed."""
+def summarise(runs: Runs, tasks: list[str], comparisons: list[tuple[str, str]], test: str = "welch") -> dict:
+    """Mean ± sd over seeds per arm and task, and for each (baseline, other) pair the ``test`` ("welch", or
+    "paired" by seed) with the 95% CI of the difference and the minimum detectable effect at the spread the
+    seeds showed (of the scores, or of the per-seed differences)."""
     table, tests = [], []
     for task in tasks:
-        finals = final_scores(runs, task)
-        for arm, values in finals.items():
-            if values:
-                mean, sd = mean_sd(values)
-                table.append({"task": task, "arm": arm, "mean": mean, "sd": sd, "seeds": len(values)})
+        finals = final_by_seed(runs, task)
+        for arm, by_seed in finals.items():
+            if by_seed:
+                mean, sd = mean_sd(list(by_seed.values()))
+                table.append({"task": task, "arm": arm, "mean": mean, "sd": sd, "seeds": len(by_seed)})
         for base, other in comparisons:
             a, b = finals.get(base), finals.get(other)
-            if a and b:
+            if not (a and b):
+                continue
+            if test == "paired":
+                result = paired(a, b)
+                diffs = [b[s] - a[s] for s in sorted(set(a) & set(b))]
+                mde = min_detectable_effect_paired(mean_sd(diffs)[1], len(diffs)) if len(diffs) > 1 else None
+            else:
+                a, b = list(a.values()), list(b.values())
+                result = welch(a, b)
                 mde = min_detectable_effect(mean_sd(a)[1], mean_sd(b)[1], len(a), len(b)) if len(a) > 1 < len(b) else None
-                tests.append({"task": task, "baseline": base, "arm": other, **welch(a, b), "mde": mde})
+            tests.append({"task": task, "baseline": base, "arm": other, "test": test, **result, "mde": mde})
     return {"table": table, "tests": tests}
+
+
+def test_name(test: dict) -> str:
+    return "paired t" if test.get("test") == "paired" else "Welch"
 
 
 def verdict(test: dict) -> str:
@@ -123,8 +168,8 @@ def verdict(test: dict) -> str:
     if round(test["diff"], 3) == 0:  # a float difference of ~1e-17 would read "lower by 0.000"
         what = "the same to 3 decimals"
     if test["p"] < 0.05:
-        return f"{what} (Welch p = {test['p']:.3f}): significant"
-    reading = f"{what} (Welch p = {test['p']:.2f}): not significant"
+        return f"{what} ({test_name(test)} p = {test['p']:.3f}): significant"
+    reading = f"{what} ({test_name(test)} p = {test['p']:.2f}): not significant"
     mde = test.get("mde")
     if mde is not None:  # a null is only informative when the study could have seen an effect
         reading += f"; it could detect {mde:.2f}" if mde <= 0.10 else f"; underpowered: it could only detect {mde:.2f}"
@@ -150,13 +195,14 @@ def markdown(name: str, result: dict) -> str:
              "| task | arm | final score (mean ± sd over seeds) | chance | seeds |", "|---|---|---|---|---|"]
     lines += [f"| {r['task']} | {r['arm']} | {r['mean']:.3f} ± {r['sd']:.3f} | {_chance(result, r['task'])} | "
               f"{r['seeds']} |" for r in result["table"]]
-    lines += ["", "| task | arm vs baseline | difference | 95% CI | Welch t | p | MDE (80% power) | reading |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| task | arm vs baseline | difference | 95% CI | test | t | p | MDE (80% power) | reading |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for t in result["tests"]:
         tt = "-" if t["t"] is None else f"{t['t']:.2f}"
         p = "-" if t["p"] is None else f"{t['p']:.3f}"
-        lines.append(f"| {t['task']} | {t['arm']} vs {t['baseline']} | {t['diff']:+.3f} | {ci_cell(t)} | {tt} | {p} | "
-                     f"{mde_cell(t)} | {verdict(t)} |")
+        name = test_name(t) + (f" ({t['pairs']} seeds; Welch p {t['welch_p']:.3f})" if t.get("welch_p") is not None else "")
+        lines.append(f"| {t['task']} | {t['arm']} vs {t['baseline']} | {t['diff']:+.3f} | {ci_cell(t)} | {name} | {tt} | "
+                     f"{p} | {mde_cell(t)} | {verdict(t)} |")
     lines += table_section("Headroom: the start checkpoint and chance on every measured task", result.get("headroom"))
     lines += table_section("Interference: mixed - single (Welch over seeds)", [
         {"task": r["task"], "single arm": r["single"], "of": r["what"], "mixed - single": r["diff"],
@@ -278,7 +324,8 @@ def studies_summary(results_dir: Path = RESULTS_DIR) -> list[str]:
     """Markdown lines for the pipeline report: every comparison of every study with results in
     ``results_dir`` (with the profile they were run at), and the command for those not yet run."""
     lines = ["## Studies", "", "From `experiments/results/<study>.json` (written by the study notebooks or "
-             "`mimolab study NAME`); mean over seeds, Welch's test across seeds.", "",
+             "`mimolab study NAME`); mean over seeds; each study's test across seeds (Welch, or paired by seed where "
+             "an arm's seed sees the same problems as the other's).", "",
              "| study | profile | task | arm vs baseline | arm | baseline | chance | difference | 95% CI | p | MDE | reading |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     missing = []
@@ -300,6 +347,6 @@ def studies_summary(results_dir: Path = RESULTS_DIR) -> list[str]:
     return lines + [""]
 
 
-__all__ = ["STUDIES", "claim_verdict", "final_scores", "headroom", "markdown", "mean_ci", "mean_sd",
-           "min_detectable_effect", "seeds_needed", "studies_summary", "summarise", "table_section", "training_figure",
+__all__ = ["STUDIES", "claim_verdict", "final_by_seed", "final_scores", "headroom", "markdown", "mean_ci", "mean_sd",
+           "min_detectable_effect", "min_detectable_effect_paired", "paired", "seeds_needed", "studies_summary", "summarise", "table_section", "training_figure",
            "verdict", "welch", "write_study"]

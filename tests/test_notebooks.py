@@ -1,7 +1,6 @@
 """Every notebook runs top to bottom at the smoke profile and keeps its logic in the library."""
 
 import ast
-import os
 from pathlib import Path
 
 import jupytext

@@ -74,7 +74,7 @@ def curves(values):
 def test_summary_says_when_an_effect_is_not_significant():
     runs = {"on_policy": curves([0.50, 0.60, 0.55]), "vanilla": curves([0.52, 0.58, 0.60])}
     result = {"profile": "cpu", **summarise(runs, ["counting"], [("on_policy", "vanilla")])}
-    (row_a, row_b), (test,) = result["table"], result["tests"]
+    (row_a, _), (test,) = result["table"], result["tests"]
     assert row_a["mean"] == pytest.approx(0.55) and row_a["seeds"] == 3 and test["p"] > 0.05
     assert "not significant" in markdown("grpo_modes", result)
     assert test["mde"] > 0.10 and "underpowered: it could only detect" in markdown("grpo_modes", result)  # sd ~0.05, 3 seeds

@@ -20,7 +20,6 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
 
 from mimolab.config import MiMoVLConfig

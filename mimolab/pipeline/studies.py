@@ -24,7 +24,6 @@ from typing import Any
 
 from mimolab.settings import RESULTS_DIR, check_keys, check_value, load_run_file, runs_root
 from mimolab.train.stage import check_tasks
-from mimolab.train.tracking import Tracker
 
 
 TESTS = ("welch", "paired")

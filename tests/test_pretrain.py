@@ -84,6 +84,12 @@ def test_pipeline_writes_checkpoints_metrics_and_report(smoke_run):
         assert change["change"] == pytest.approx(after["score"] - before["score"], abs=1e-9)
     assert "## Studies" in text.split("## MORL")[1]  # the report ends with the studies' summary
     assert "## MORL" in text and f"| {morl['changes'][0]['task']} |" in text.split("## MORL")[1]
+    # the wall-clock time of every phase, measured as it ran; a second call reads every phase back and keeps them
+    timings = json.loads((run_dir / "timings.json").read_text())
+    assert list(timings) == [*STAGES, "final evaluation", "MORL (GRPO, evaluations before and after)"]
+    assert all(seconds > 0 for seconds in timings.values()) and "## Wall-clock time per phase" in text
+    run_pipeline("smoke", run_dir, tracking="disabled", progress=False, eval_n=2, morl_eval_n=3)
+    assert json.loads((run_dir / "timings.json").read_text()) == timings
 
 
 

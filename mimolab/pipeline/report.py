@@ -5,6 +5,7 @@ nothing typed in. Figures are drawn on ``matplotlib.figure.Figure`` (no pyplot, 
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -14,6 +15,8 @@ from mimolab.pipeline.morl import MorlResult
 from mimolab.pipeline.study_results import studies_summary
 from mimolab.train.tracking import read_metrics
 from mimolab.viz import plot_scores
+
+TIMINGS = "timings.json"  # wall-clock seconds per phase of the main job, written by run_pipeline
 
 
 def smooth(values: list[float], window: int = 10) -> list[float]:
@@ -138,6 +141,17 @@ def _final_section(run_dir: Path, final_scores: list[TaskScore]) -> list[str]:
             f"Not significantly above chance: {', '.join(below) or 'none'}.", ""]
 
 
+def timings_section(run_dir: Path) -> list[str]:
+    """Wall-clock minutes per phase of the main job (``timings.json``, written as each phase ran)."""
+    path = run_dir / TIMINGS
+    if not path.exists():
+        return []
+    timings = json.loads(path.read_text())
+    rows = [f"| {phase} | {seconds / 60:.1f} |" for phase, seconds in timings.items()]
+    return ["## Wall-clock time per phase", "", "| phase | minutes |", "|---|---|", *rows,
+            f"| total | {sum(timings.values()) / 60:.1f} |", ""]
+
+
 def write_report(run_dir: Path, profile: str, results: list, final_scores: list[TaskScore],
                  morl: MorlResult | None = None, studies_dir: Path | None = None) -> Path:
     """``run_dir/report.md`` plus ``run_dir/figures/*.png``; ``studies_dir``: end with the studies'
@@ -149,6 +163,7 @@ def write_report(run_dir: Path, profile: str, results: list, final_scores: list[
     lines += _final_section(run_dir, final_scores)
     if morl is not None:
         lines += morl_section(run_dir, morl)
+    lines += timings_section(run_dir)
     if studies_dir is not None:
         lines += studies_summary(Path(studies_dir))
     path = run_dir / "report.md"
@@ -156,4 +171,4 @@ def write_report(run_dir: Path, profile: str, results: list, final_scores: list[
     return path
 
 
-__all__ = ["loss_figure", "morl_figure", "morl_section", "task_loss_figure", "write_report"]
+__all__ = ["TIMINGS", "loss_figure", "morl_figure", "morl_section", "task_loss_figure", "timings_section", "write_report"]

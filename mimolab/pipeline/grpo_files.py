@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,7 +46,7 @@ from mimolab.rl.trainer import GRPOTrainer, reward_columns
 from mimolab.settings import check_value, relative_to_runs, runs_root
 from mimolab.train.checkpoints import save_final
 from mimolab.train.lora import has_lora, merge_lora
-from mimolab.train.tracking import Tracker, read_metrics
+from mimolab.train.tracking import StepTimes, Tracker, read_metrics
 
 MODES = {"on_policy": 1, "vanilla": 4}  # updates per rollout batch (experiments/rl/grpo_on_policy.yaml)
 ALWAYS = {"completions", "task", "samples", "prompts", "kwargs"}  # columns every sample has
@@ -245,21 +244,13 @@ def _run(checkpoint, prompts: Path, router, out: Path, cfg, train: list, held: l
     if eval_samples and not before_file.exists():
         save_scores(evaluate_prompts(model, processor, eval_samples, router, max_new_tokens=cfg.max_new_tokens),
                     before_file)
-    times, last = [], [0.0]
-
-    def timed(record: dict) -> None:
-        now = time.perf_counter()
-        times.append(now - last[0])
-        last[0] = now
-        if log is not None:
-            log(record)
-
+    clock = StepTimes(log)
     with Tracker(out, settings, mode=tracking, name=f"grpo-{out.name}", group="grpo") as tracker:
         trainer = GRPOTrainer(model, processor, cfg, out, rewards=router, tracker=tracker,
                               prompts=PromptFile(train, seed=cfg.seed, default_task=task))
         trainer.resume()
-        last[0] = time.perf_counter()
-        trainer.train(progress=progress, log=timed, checkpoint_every=cfg.checkpoint_every)
+        clock.start()
+        trainer.train(progress=progress, log=clock, checkpoint_every=cfg.checkpoint_every)
     if has_lora(model) and merge:
         merge_lora(model)
     final = save_final(model, processor, out / "final")
@@ -273,7 +264,7 @@ def _run(checkpoint, prompts: Path, router, out: Path, cfg, train: list, held: l
     mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
     first = next((r.get("first_update/ratio_max_dev") for r in history if "first_update/ratio_max_dev" in r), None)
     result = PromptRLResult(morl, str(prompts), settings["rewards"], str(final), mean(rewards[:tenth]),
-                            mean(rewards[-tenth:]), sorted(times)[len(times) // 2] if times else None, first, settings)
+                            mean(rewards[-tenth:]), clock.median, first, settings)
     tmp = out / "grpo.json.tmp"
     tmp.write_text(json.dumps(result.as_dict(), indent=2))
     tmp.replace(out / "grpo.json")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,7 +44,7 @@ from mimolab.train.checkpoints import save_final
 from mimolab.train.loop import Trainer, per_sample_losses
 from mimolab.train.lora import has_lora, merge_lora
 from mimolab.train.stage import Stage
-from mimolab.train.tracking import Tracker, read_metrics
+from mimolab.train.tracking import StepTimes, Tracker, read_metrics
 
 
 def parse_data(specs: list[str] | dict[str, float]) -> dict[str, float]:
@@ -239,22 +238,14 @@ def _before_losses(out: Path, model, heldout: dict[str, list], row_tokens: int) 
 
 def _train(model, stage: Stage, sampler, out: Path, settings: dict, tracking, progress, log) -> list[float]:
     """Train (resuming the run's last checkpoint); returns the wall seconds of each step this process ran."""
-    times, last = [], [time.perf_counter()]
-
-    def timed(record: dict) -> None:
-        now = time.perf_counter()
-        times.append(now - last[0])
-        last[0] = now
-        if log is not None:
-            log(record)
-
+    clock = StepTimes(log)
     with Tracker(out, settings, mode=tracking, name=f"sft-{out.name}", group="sft") as tracker:
         trainer = Trainer(model, stage, sampler, out, tracker=tracker)
         trainer.resume()
-        last[0] = time.perf_counter()
-        trainer.train(progress=progress, log=timed)
+        clock.start()
+        trainer.train(progress=progress, log=clock)
         tracker.summary({"skipped_records": dict(sampler.skips.counts)})
-    return times
+    return clock.seconds
 
 
 def _result(checkpoint, final: Path, stage: Stage, before: dict, after: dict, history: list, times: list,

@@ -120,6 +120,28 @@ class Tracker:
         self.finish()
 
 
+class StepTimes:
+    """A training loop's ``log`` callback that records the wall seconds between consecutive step records (from
+    ``start()`` for the first) and passes each record on to ``log``."""
+
+    def __init__(self, log=None) -> None:
+        self.log, self.seconds, self._last = log, [], time.perf_counter()
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+
+    def __call__(self, record: dict) -> None:
+        now = time.perf_counter()
+        self.seconds.append(now - self._last)
+        self._last = now
+        if self.log is not None:
+            self.log(record)
+
+    @property
+    def median(self) -> float | None:
+        return sorted(self.seconds)[len(self.seconds) // 2] if self.seconds else None
+
+
 def read_metrics(run_dir: str | Path, key: str = "step") -> list[dict]:
     """A run's per-step records from ``metrics.jsonl`` (those holding ``key``), one per step in step
     order. A resumed run logs again the steps after its last checkpoint: the later record wins (it is

@@ -30,6 +30,7 @@ COMMANDS = {
     "cpu_bench_grpo_trl_bf16.json": "`OMP_NUM_THREADS=1 python benchmarks/bench_grpo.py --prompts 8 --group 4 "
                                     "--new-tokens 64 --steps 4 --trl-bf16`",
     "cpu_bench_quantize.json": "`OMP_NUM_THREADS=1 python benchmarks/bench_quantize.py`",
+    "cpu_main_job.json": "`make pipeline` on a fresh clone, then `python benchmarks/main_job.py runs/cpu/pretrain`",
     "h200_bench_model_fp32.json": "`python benchmarks/bench_model.py --preset gpu --device cuda --dtype float32`",
     "h200_bench_model_bf16.json": "`python benchmarks/bench_model.py --preset gpu --device cuda --dtype bfloat16`",
 }
@@ -108,6 +109,13 @@ def grpo_rows() -> list[list[str]]:
     return rows
 
 
+def main_job_rows() -> list[list[str]]:
+    data = load("cpu_main_job.json")
+    phases = ", ".join(f"{k.split(' (')[0]} {v / 60:.1f}" for k, v in data["seconds"].items())
+    return [[f"main job (`make pipeline`, {data['profile']} profile) minutes at {data['commit']}, setup excluded: {phases}",
+             f"{data['total_minutes']:.1f}", "", "<= 25", machine(data), COMMANDS["cpu_main_job.json"]]]
+
+
 def quantize_rows() -> list[list[str]]:
     data = load("cpu_bench_quantize.json")
     rows, where, cmd = [], machine(data), COMMANDS["cpu_bench_quantize.json"]
@@ -151,7 +159,7 @@ def h200_rows() -> list[list[str]]:
 
 def table() -> str:
     """The rows, with each command written once below the table and named by its number in the rows."""
-    rows = train_rows() + decode_rows() + grpo_rows() + quantize_rows() + h200_rows()
+    rows = train_rows() + decode_rows() + grpo_rows() + main_job_rows() + quantize_rows() + h200_rows()
     commands: dict[str, int] = {}
     for r in rows:
         r[-1] = f"({commands.setdefault(r[-1], len(commands) + 1)})"

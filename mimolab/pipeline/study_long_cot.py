@@ -120,13 +120,13 @@ def arm_curve(spec: StudySpec, profile: str, arm: str, seed: int, start: Path, r
     """One arm x seed: stages 3-4 from ``start``, scored at the start, at each stage-3 checkpoint and
     at the end of stage 4; the curve is cached in ``curve.json`` and reused while the settings are the same."""
     run_dir = runs_dir / f"{arm}-seed{seed}"
+    thinking = bool(spec.arms[arm].get("thinking", True))
     settings = {"stages": {name: arm_stage_overrides(spec, profile, arm, name, seed) for name in STUDY_STAGES},
-                "start": relative_to_runs(start), "thinking": spec.arms[arm].get("thinking", True),
+                "start": relative_to_runs(start), "thinking": thinking,
                 "eval_tasks": spec.eval_tasks, "eval_n": spec.eval_n, "final_eval_n": spec.final_eval_n}
     cached = cached_curve(run_dir, settings)
     if cached is not None:
         return cached
-    thinking = bool(spec.arms[arm].get("thinking", True))
     if not (run_dir / "processor" / "tokenizer.json").exists():  # the start's tokenizer, not a new one
         with atomic_directory(run_dir / "processor") as tmp:
             MiMoVLProcessor.from_pretrained(start).save_pretrained(tmp)

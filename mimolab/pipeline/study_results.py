@@ -36,14 +36,14 @@ def welch(a: list[float], b: list[float]) -> dict[str, float | None]:
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, float | None]:
     """Difference (b - a) paired by seed, over the seeds both arms have: the mean difference, the paired t with
-    n - 1 degrees of freedom, its two-sided p and 95% CI (None without spread), the pairs, and Welch's p of the
-    same numbers taken as independent arms (``welch_p``), for comparison."""
+    n - 1 degrees of freedom, its two-sided p and 95% CI (None without spread), the pairs, the spread of the
+    differences (``sd_diff``) and Welch's p of the same numbers taken as independent arms (``welch_p``)."""
     from scipy import stats
 
     seeds = sorted(set(a) & set(b))
     diffs = [b[s] - a[s] for s in seeds]
     out = {"diff": sum(diffs) / len(diffs) if diffs else float("nan"), "pairs": len(diffs),
-           "welch_p": welch(list(a.values()), list(b.values()))["p"]}
+           "sd_diff": mean_sd(diffs)[1] if diffs else None, "welch_p": welch(list(a.values()), list(b.values()))["p"]}
     if len(diffs) < 2 or max(diffs) - min(diffs) < 1e-12:  # the same difference at every seed (to float error)
         return {**out, "t": None, "p": None, "df": None, "ci_low": None, "ci_high": None}
     result = stats.ttest_rel([b[s] for s in seeds], [a[s] for s in seeds])
@@ -146,8 +146,7 @@ def summarise(runs: Runs, tasks: list[str], comparisons: list[tuple[str, str]], 
                 continue
             if test == "paired":
                 result = paired(a, b)
-                diffs = [b[s] - a[s] for s in sorted(set(a) & set(b))]
-                mde = min_detectable_effect_paired(mean_sd(diffs)[1], len(diffs)) if len(diffs) > 1 else None
+                mde = min_detectable_effect_paired(result["sd_diff"], result["pairs"]) if result["pairs"] > 1 else None
             else:
                 a, b = list(a.values()), list(b.values())
                 result = welch(a, b)
@@ -156,7 +155,7 @@ def summarise(runs: Runs, tasks: list[str], comparisons: list[tuple[str, str]], 
     return {"table": table, "tests": tests}
 
 
-def test_name(test: dict) -> str:
+def _test_label(test: dict) -> str:
     return "paired t" if test.get("test") == "paired" else "Welch"
 
 
@@ -168,8 +167,8 @@ def verdict(test: dict) -> str:
     if round(test["diff"], 3) == 0:  # a float difference of ~1e-17 would read "lower by 0.000"
         what = "the same to 3 decimals"
     if test["p"] < 0.05:
-        return f"{what} ({test_name(test)} p = {test['p']:.3f}): significant"
-    reading = f"{what} ({test_name(test)} p = {test['p']:.2f}): not significant"
+        return f"{what} ({_test_label(test)} p = {test['p']:.3f}): significant"
+    reading = f"{what} ({_test_label(test)} p = {test['p']:.2f}): not significant"
     mde = test.get("mde")
     if mde is not None:  # a null is only informative when the study could have seen an effect
         reading += f"; it could detect {mde:.2f}" if mde <= 0.10 else f"; underpowered: it could only detect {mde:.2f}"
@@ -200,7 +199,7 @@ def markdown(name: str, result: dict) -> str:
     for t in result["tests"]:
         tt = "-" if t["t"] is None else f"{t['t']:.2f}"
         p = "-" if t["p"] is None else f"{t['p']:.3f}"
-        name = test_name(t) + (f" ({t['pairs']} seeds; Welch p {t['welch_p']:.3f})" if t.get("welch_p") is not None else "")
+        name = _test_label(t) + (f" ({t['pairs']} seeds; Welch p {t['welch_p']:.3f})" if t.get("welch_p") is not None else "")
         lines.append(f"| {t['task']} | {t['arm']} vs {t['baseline']} | {t['diff']:+.3f} | {ci_cell(t)} | {name} | {tt} | "
                      f"{p} | {mde_cell(t)} | {verdict(t)} |")
     lines += table_section("Headroom: the start checkpoint and chance on every measured task", result.get("headroom"))

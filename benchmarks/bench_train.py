@@ -64,7 +64,7 @@ def make_trainer(setting: str, args, processor, config: MiMoVLConfig, model: MiM
         model = MiMoVL(config).to(args.device)
     sampler = world_mixture(stage.shares, processor, config, max_length=stage.row_tokens, difficulty=stage.difficulty,
                             seed=0)
-    return Trainer(model, stage, sampler, tempfile.mkdtemp(prefix="bench_train_"))
+    return Trainer(model, stage, sampler, tempfile.mkdtemp(dir=args.run_root))  # removed with run_root by main
 
 
 def timed_step(trainer: Trainer) -> dict:
@@ -285,6 +285,11 @@ def main() -> None:
     unknown = set(settings) - set(SETTINGS)
     if unknown:
         parser.error(f"unknown settings {sorted(unknown)}; choose from {list(SETTINGS)}")
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as args.run_root:  # the trainers' run folders
+        run(args, settings)
+
+
+def run(args, settings: list[str]) -> None:
     config = MiMoVLConfig.from_name(args.preset)
     processor = world_processor(world_tokenizer())
     summary = {"preset": args.preset, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",

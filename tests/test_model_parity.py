@@ -121,6 +121,51 @@ def test_loss_matches_transformers(left_pad, pair):
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rmsnorm_backward_equals_autograd(dtype):
+    """The norm's training path (written-out backward) gives the inference path's numbers bit for bit, and the
+    gradients autograd takes through those same steps, to a float32 rounding."""
+    import torch.nn.functional as F
+
+    from mimolab.model.layers import RMSNorm
+
+    torch.manual_seed(0)
+    norm = RMSNorm(48, eps=1e-5)
+    torch.nn.init.normal_(norm.weight)
+    x = (3 * torch.randn(2, 7, 48)).to(dtype).requires_grad_()
+    grad = torch.randn(2, 7, 48)
+    out = norm(x)
+    out.backward(grad)
+    with torch.no_grad():
+        assert torch.equal(out, norm(x))
+    got = x.grad, norm.weight.grad
+    x.grad = norm.weight.grad = None
+    (norm.weight * F.rms_norm(x.float(), (48,), eps=1e-5).to(dtype)).backward(grad)  # autograd through the steps
+    for a, b in zip(got, (x.grad, norm.weight.grad)):
+        assert a.dtype == b.dtype and max_diff(a.float(), b.float()) <= 1e-6 * float(b.abs().max())
+
+
+def test_gradients_match_transformers(pair):
+    """Training runs mimolab's own backward (RMSNorm's is written out, layers.py): every parameter's gradient of the
+    same loss on the same weights and batch equals transformers' autograd one, to float error relative to its size."""
+    from mimolab.model.checkpoint import mimolab_key_to_checkpoint
+
+    cfg, hf, ours, _ = pair("w56-full0-gqa4-video")
+    batch = build_batch(cfg, CASES["w56-full0-gqa4-video"][1], left_pad=False)
+    labels = batch["input_ids"].masked_fill((batch["attention_mask"] == 0) | (batch["mm_token_type_ids"] > 0), -100)
+    hf.zero_grad(), ours.zero_grad()
+    hf(**batch, labels=labels).loss.backward()
+    ours(**model_inputs(batch), labels=labels).loss.backward()
+    hf_grads = {name: p.grad for name, p in hf.named_parameters()}
+    norms = [name for name, _ in ours.named_parameters() if "norm" in name or "ln_q" in name]
+    assert len(norms) >= 2 * cfg.text.num_hidden_layers + 2 * cfg.vision.depth  # the written-out backward is in play
+    for name, p in ours.named_parameters():
+        ref = hf_grads[mimolab_key_to_checkpoint(name)]
+        assert p.grad is not None and ref is not None, name
+        assert max_diff(p.grad, ref) <= 1e-5 * max(1.0, float(ref.abs().max())), name
+    hf.zero_grad(), ours.zero_grad()
+
+
 def test_tolerance_is_meaningful(pair):
     """The mistakes a port makes move the logits by far more than 1e-4 with these weights."""
     cfg, hf, ours, _ = pair("w56-full1-gqa2-tied")

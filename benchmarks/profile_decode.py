@@ -34,7 +34,6 @@ from mimolab.model.language import Decoder, KVCache  # noqa: E402
 
 def decoder_parts(model, batch: int, cache_len: int, dtype: torch.dtype, steps: int) -> dict[str, float]:
     """Median microseconds per step of each part of one decoding step over a cache of ``cache_len`` tokens."""
-    cfg = model.config.text
     times = defaultdict(list)
 
     def timed(name, fn):
@@ -46,9 +45,7 @@ def decoder_parts(model, batch: int, cache_len: int, dtype: torch.dtype, steps: 
         return call
 
     with torch.inference_mode():
-        cache = KVCache.empty(cfg, batch, cache_len + 1, model.device, model.dtype)
-        ids = torch.randint(0, 1000, (batch, cache_len), device=model.device)
-        model(ids, cache=cache, position_ids=torch.arange(cache_len, device=model.device).expand(3, batch, -1))
+        cache = filled_cache(model, batch, cache_len, dtype)
         decoder = Decoder(model.language_model, model.lm_head, dtype, max_position=cache_len + 1)
         names = (None, "qkv", "o", None, "gate_up", "down")  # the norms are timed through rms_norm
         decoder.layers = [tuple(timed(n, f) if n else f for n, f in zip(names, layer)) for layer in decoder.layers]
@@ -95,13 +92,13 @@ def _unpacked_linear(modules, dtype):
 def ablation(model, batch: int, cache_len: int, steps: int) -> dict[str, float]:
     """Median CPU milliseconds of one decoding step at a fixed cache length: the model's own forward for one
     token (generation's step before issue 23: mask rebuilt, rope recomputed, separate projections), the
-    Decoder, the Decoder without prepacked weights, with the two-matmul attention, with bf16 matmuls."""
+    Decoder, the Decoder without prepacked weights, with the two-matmul attention, with bf16 matmuls (and a bf16
+    cache, as generation uses)."""
     import mimolab.model.attention as attention_module
 
     with torch.inference_mode():
-        cache = KVCache.empty(model.config.text, batch, cache_len + 1, model.device, model.dtype)
-        ids = torch.randint(0, 1000, (batch, cache_len), device=model.device)
-        model(ids, cache=cache, position_ids=torch.arange(cache_len, device=model.device).expand(3, batch, -1))
+        cache = filled_cache(model, batch, cache_len, model.dtype)
+        bf16_cache = filled_cache(model, batch, cache_len, torch.bfloat16)  # generation's cache for bf16 decoding
         tokens, positions = torch.randint(0, 1000, (batch,)), torch.full((batch,), cache_len)
         mask = torch.ones(batch, cache_len + 1, dtype=torch.long)
         decoder = lambda dtype=None: Decoder(model.language_model, model.lm_head, dtype)  # noqa: E731
@@ -124,9 +121,19 @@ def ablation(model, batch: int, cache_len: int, steps: int) -> dict[str, float]:
                     setattr(module, attr, new)
                 continue
             step = variant()
-            call = step if name == "forward" else (lambda step=step: step(tokens, positions, cache))
-            out[name] = _median_cpu_ms(call, cache, cache_len, steps)
+            kv = bf16_cache if name == "decoder_bf16" else cache
+            call = step if name == "forward" else (lambda step=step, kv=kv: step(tokens, positions, kv))
+            out[name] = _median_cpu_ms(call, kv, cache_len, steps)
     return out
+
+
+def filled_cache(model, batch: int, cache_len: int, dtype: torch.dtype) -> KVCache:
+    """A cache of ``cache_len`` random tokens' keys and values, in ``dtype`` (generation keeps the cache in the
+    decoding matmuls' dtype: bf16 for bf16 decoding, its keys transposed on a CPU)."""
+    cache = KVCache.empty(model.config.text, batch, cache_len + 1, model.device, dtype)
+    ids = torch.randint(0, 1000, (batch, cache_len), device=model.device)
+    model(ids, cache=cache, position_ids=torch.arange(cache_len, device=model.device).expand(3, batch, -1))
+    return cache
 
 
 def _median_cpu_ms(call, cache, cache_len: int, steps: int) -> float:

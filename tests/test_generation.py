@@ -114,6 +114,50 @@ def test_bf16_phases_stay_within_bf16_rounding_of_the_float32_forward(models, dt
         generate(ours, ids, mask, pixel_values=pixels, image_grid_thw=grids, max_new_tokens=2, decode_dtype="int8")
 
 
+def test_bf16_cache_keeps_its_keys_transposed_and_its_values(models):
+    """A bfloat16 cache on a CPU holds its keys over a (B, kv_heads, head_dim, max_len) buffer (what the decoding
+    step's bf16 matmuls read without a copy): the same numbers as a plain-layout cache after the prefill, after
+    rows are repeated (GRPO's group) and after rows leave (eos), with the layout kept throughout."""
+    from mimolab.model.generation import GenerationConfig, _prefill
+
+    _, ours = models
+    ids, mask, pixels, grids = batch(left_pad=True)
+    cfg = GenerationConfig(max_new_tokens=4, decode_dtype="bfloat16")
+    with torch.no_grad():
+        cache = _prefill(ours, ids, mask, cfg, {"pixel_values": pixels, "image_grid_thw": grids})[0]
+    plain = KVCache([k.contiguous() for k in cache.keys], [v.clone() for v in cache.values], cache.length)
+    assert cache.keys[0].dtype == torch.bfloat16 and cache.keys[0].stride(-1) != 1 and plain.keys[0].stride(-1) == 1
+    for change in (lambda c: c.repeat_rows(2), lambda c: c.select(torch.tensor([True, False, True, True, False, True]))):
+        change(cache), change(plain)
+        assert all(k.stride(-1) != 1 for k in cache.keys)
+        for a, b in zip(cache.keys + cache.values, plain.keys + plain.values):
+            assert torch.equal(a[:, :, :cache.length], b[:, :, :plain.length])
+
+
+def test_bf16_single_query_attention_matches_float32_and_masks_padding():
+    """The decoding step's bf16 attention on a CPU (two bf16 matmuls around a float32 softmax, over the transposed
+    keys) equals float32 SDPA on the same bf16 numbers to bf16 rounding, and a padded key gets no weight."""
+    import torch.nn.functional as F
+
+    from mimolab.model.attention import attention
+    from mimolab.model.language import _buffer
+
+    g = torch.Generator().manual_seed(0)
+    B, KVH, H, L, D = 3, 2, 4, 9, 16
+    q = torch.randn(B, H, 1, D, generator=g).bfloat16()
+    k = _buffer((B, KVH, 12, D), "cpu", torch.bfloat16, transposed=True)[:, :, :L]
+    k.copy_(torch.randn(B, KVH, L, D, generator=g))
+    v = torch.randn(B, KVH, L, D, generator=g).bfloat16()
+    mask = torch.zeros(B, 1, 1, L)
+    mask[0, ..., :3] = float("-inf")  # row 0's first three keys are padding
+    got = attention(q, k, v, causal=True, mask=mask)  # (B, 1, H, D)
+    want = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, enable_gqa=True)
+    torch.testing.assert_close(got.float(), want.transpose(1, 2), atol=2e-2, rtol=0)
+    v2 = v.clone()
+    v2[0, :, :3] = 1e4  # what a padded key carries cannot reach the output
+    assert torch.equal(attention(q, k, v2, causal=True, mask=mask)[0], got[0])
+
+
 @pytest.mark.parametrize("lora", [False, True])
 def test_decoding_step_equals_the_model_forward_with_the_cache(models, lora):
     """The decoding step (q/k/v and gate/up stacked, weights prepacked, a rope table, the padding as an

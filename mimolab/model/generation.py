@@ -20,7 +20,8 @@ with q/k/v and gate/up stacked into one matmul each, weights prepacked once per 
 an additive mask over the static cache). ``prefill_dtype`` / ``decode_dtype`` = "bfloat16" lower the
 matmuls of either phase (on a CPU with bf16 units: bf16 wins at prefill shapes and, on an AMD EPYC
 with avx512_bf16, at decoding shapes too; benchmarks/README.md): log-probs are then within bf16
-rounding of the float32 forward, not equal to it. The default keeps the model's dtype.
+rounding of the float32 forward, not equal to it. The KV cache is kept in ``decode_dtype``: a decoding step
+reads all of it, and in bf16 reads half the bytes. The default keeps the model's dtype.
 """
 
 from __future__ import annotations
@@ -134,7 +135,9 @@ def _prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     position_ids, deltas = model.rope_index(input_ids, attention_mask=attention_mask,
                                             **{k: vision_inputs.get(k) for k in vision_keys})
     next_pos = deltas[:, 0] + attention_mask.sum(-1)  # = largest prompt position + 1, per row
-    cache = KVCache.empty(model.config.text, B, S + cfg.max_new_tokens, input_ids.device, model.dtype)
+    # the cache in the decoding matmuls' dtype: a decoding step reads all of it, so bf16 halves what it reads
+    cache = KVCache.empty(model.config.text, B, S + cfg.max_new_tokens, input_ids.device,
+                          cfg.decode_dtype or model.dtype)
     lower = cfg.prefill_dtype not in (None, model.dtype)
     with torch.autocast(input_ids.device.type, dtype=cfg.prefill_dtype or torch.bfloat16, enabled=lower):
         logits = model(input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,

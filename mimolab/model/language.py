@@ -25,7 +25,12 @@ from mimolab.model.positions import apply_rotary, mrope_cos_sin, text_inv_freq
 
 @dataclass
 class KVCache:
-    """Preallocated keys/values for every layer; ``length`` tokens are filled (same for all rows)."""
+    """Preallocated keys/values for every layer; ``length`` tokens are filled (same for all rows).
+
+    Keys and values are (B, kv_heads, max_len, head_dim) tensors. A bfloat16 cache on a CPU stores the keys
+    transposed underneath (``keys[i]`` is a view of a (B, kv_heads, head_dim, max_len) buffer): a decoding step's
+    q @ k^T then reads each row's filled keys as one matrix, where CPU bf16 matmuls copy a slice of the usual
+    layout first (attention.py, ``_single_query``)."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
@@ -35,7 +40,8 @@ class KVCache:
     def empty(cls, cfg: TextConfig, batch: int, max_len: int, device: torch.device, dtype: torch.dtype) -> "KVCache":
         shape = (batch, cfg.num_key_value_heads, max_len, cfg.head_dim)
         layers = cfg.num_hidden_layers
-        return cls([torch.empty(shape, device=device, dtype=dtype) for _ in range(layers)],
+        transposed = torch.device(device).type == "cpu" and dtype == torch.bfloat16
+        return cls([_buffer(shape, device, dtype, transposed) for _ in range(layers)],
                    [torch.empty(shape, device=device, dtype=dtype) for _ in range(layers)])
 
     @property
@@ -54,7 +60,8 @@ class KVCache:
         """Keep only some batch rows (finished sequences leave the batch); only the ``length`` filled
         positions are copied, the rest of the new buffers stays unwritten as in ``empty``."""
         def keep(t: torch.Tensor) -> torch.Tensor:
-            out = t.new_empty((int(rows.sum()) if rows.dtype == torch.bool else len(rows), *t.shape[1:]))
+            batch = int(rows.sum()) if rows.dtype == torch.bool else len(rows)
+            out = _buffer((batch, *t.shape[1:]), t.device, t.dtype, transposed=t.stride(-1) != 1)
             out[:, :, :self.length] = t[rows, :, :self.length]
             return out
 
@@ -65,13 +72,20 @@ class KVCache:
         """Each row becomes ``n`` consecutive rows (a prompt prefilled once, then sampled ``n`` times);
         only the ``length`` filled positions are copied."""
         def grow(t: torch.Tensor) -> torch.Tensor:
-            out = t.new_empty((t.shape[0] * n, *t.shape[1:]))  # (B * n, kv_heads, max_len, head_dim)
+            out = _buffer((t.shape[0] * n, *t.shape[1:]), t.device, t.dtype, transposed=t.stride(-1) != 1)
             out[:, :, :self.length] = t[:, :, :self.length].repeat_interleave(n, dim=0)
             return out
 
         self.keys = [grow(k) for k in self.keys]
         self.values = [grow(v) for v in self.values]
 
+
+def _buffer(shape: tuple, device, dtype: torch.dtype, transposed: bool) -> torch.Tensor:
+    """An uninitialised (B, kv_heads, max_len, head_dim) tensor; ``transposed``: over a (B, kv_heads, head_dim,
+    max_len) buffer."""
+    if not transposed:
+        return torch.empty(shape, device=device, dtype=dtype)
+    return torch.empty((*shape[:2], shape[3], shape[2]), device=device, dtype=dtype).transpose(-1, -2)
 
 
 def _as(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -185,7 +199,9 @@ class Attention(nn.Module):
         cos, sin = rope  # (B, 1, S, D)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         if cache is not None:
-            k, v = cache.update(self.layer_idx, k, v)
+            cached_k, cached_v = cache.update(self.layer_idx, k, v)
+            if cache.length:  # earlier tokens are cached: attend to all of them, in this forward's dtype (the
+                k, v = _as(cached_k, q.dtype), _as(cached_v, q.dtype)  # cache may hold bf16, generation.py)
         out = attention(q, k, v, causal=True, mask=mask, backend=self.backend, cu_seqlens=cu_seqlens)
         return self.o_proj(out.reshape(B * S, -1)).view(B, S, -1)
 

@@ -20,7 +20,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mimolab.config import MiMoVLConfig, VisionConfig
 from mimolab.model.attention import (
-    additive, attend_per_segment, attention, build_mask, flash_available, segment_ids_from_cu_seqlens,
+    additive, attention, build_mask, flash_available, segment_ids_from_cu_seqlens,
     segments_without_mask,
 )
 from mimolab.model.layers import RMSNorm, SwiGLU
@@ -58,21 +58,19 @@ class VisionAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, segments: dict) -> torch.Tensor:
         n = x.shape[0]
-        q, k, v = self.qkv(x).view(n, 3, self.num_heads, -1).unbind(1)  # each (N, heads, head_dim)
-        # rope in float32 as the reference does, then back to the activation dtype
-        q = apply_rotary(q.float(), cos, sin).to(x.dtype)
-        k = apply_rotary(k.float(), cos, sin).to(x.dtype)
+        qkv = self.qkv(x).view(n, 3, self.num_heads, -1)
+        # rope in float32 as the reference does, then back to the activation dtype; q and k in one go
+        q, k = apply_rotary(qkv[:, :2].float(), cos[:, None], sin[:, None]).to(x.dtype).unbind(1)
+        v = qkv[:, 2]  # each (N, heads, head_dim)
         use_flash = self.backend == "flash_attention_2" and flash_available()
         if segments["batch"] > 1 and not use_flash:  # equal segments: (N, h, d) -> (segments, h, L, d)
             b = segments["batch"]
             q, k, v = (t.view(b, n // b, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
             return self.proj(attention(q, k, v, causal=False, backend=self.backend).reshape(n, -1))
         q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))  # (1, heads, N, head_dim)
-        if segments["lengths"] and not use_flash:
-            out = attend_per_segment(q, k, v, causal=False, lengths=segments["lengths"], backend=self.backend)
-        else:
-            out = attention(q, k, v, causal=False, mask=segments["mask"], backend=self.backend,
-                            cu_seqlens=segments["cu_seqlens"], max_seqlen=segments["max_seqlen"])
+        # without a mask, cu_seqlens alone makes the segments attend one by one (attention.attend_per_segment)
+        out = attention(q, k, v, causal=False, mask=segments["mask"], backend=self.backend,
+                        cu_seqlens=segments["cu_seqlens"], max_seqlen=segments["max_seqlen"])
         return self.proj(out.reshape(n, -1))
 
 
@@ -104,7 +102,7 @@ def _segments(cu_seqlens: torch.Tensor, n: int, dtype: torch.dtype, device: torc
     if len(lengths) > 1 and not equal and not loop:
         mask = build_mask(n, n, causal=False, segment_ids=segment_ids_from_cu_seqlens(cu_seqlens, n)[None])
     return {"cu_seqlens": cu_seqlens, "max_seqlen": int(lengths.max()), "mask": additive(mask, dtype),
-            "lengths": lengths.tolist() if loop else None, "batch": len(lengths) if equal else 1}
+            "batch": len(lengths) if equal else 1}
 
 
 class VisionTransformer(nn.Module):

@@ -1,16 +1,21 @@
 """The main job's wall-clock time per phase, from a finished pipeline run (``timings.json``, written by
 ``run_pipeline`` as each phase ran), with the machine and the commit of the checkout that ran it.
 
-    python benchmarks/main_job.py <checkout>/runs/cpu/pretrain --json benchmarks/results/cpu_main_job.json
+    python benchmarks/main_job.py <checkout>/runs/cpu/pretrain --json benchmarks/results/cpu_main_job.json \
+        [--against <older checkout>/runs/cpu/pretrain]
 
 Run it on the run directory of `make pipeline` on a fresh clone (nothing else running), so every phase ran in that
-process.
+process. ``--against`` compares the report's results with an earlier run's, paired on the same held-out samples
+(the evaluation draws them from fixed seeds): per task of the final evaluation and of MORL's after-scores and
+changes, this run minus the other, with a 95% interval (normal, from the per-sample differences' spread).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -25,16 +30,50 @@ def checkout_commit(run_dir: Path) -> str:
     return out.stdout.strip() or "unknown"
 
 
+def paired(new: list[float], old: list[float]) -> dict:
+    """Mean of new - old over the same samples, its 95% interval, and n."""
+    if len(new) != len(old):
+        raise ValueError(f"the runs scored different samples ({len(new)} vs {len(old)})")
+    diffs = [a - b for a, b in zip(new, old)]
+    half = 1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
+    mean = statistics.fmean(diffs)
+    return {"difference": round(mean, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)], "n": len(diffs)}
+
+
+def against(run_dir: Path, other: Path) -> dict:
+    """The report's per-task results of this run against another's, paired per sample."""
+    def scores(path: Path) -> dict:
+        return {r["task"]: r for r in json.loads(path.read_text())}
+
+    out = {"final": {}, "morl_after": {}, "morl_change": {}}
+    new, old = scores(run_dir / "final_eval.json"), scores(other / "final_eval.json")
+    for task in new.keys() & old.keys():
+        out["final"][task] = {"new": new[task]["score"], "old": old[task]["score"],
+                              **paired(new[task]["per_sample"], old[task]["per_sample"])}
+    morl_new, morl_old = (json.loads((d / "morl" / "morl.json").read_text()) for d in (run_dir, other))
+    after_new, after_old = ({r["task"]: r for r in m["after"]} for m in (morl_new, morl_old))
+    before_new, before_old = ({r["task"]: r for r in m["before"]} for m in (morl_new, morl_old))
+    for task in after_new.keys() & after_old.keys():
+        out["morl_after"][task] = {"new": after_new[task]["score"], "old": after_old[task]["score"],
+                                   **paired(after_new[task]["per_sample"], after_old[task]["per_sample"])}
+        change = lambda after, before: [a - b for a, b in zip(after[task]["per_sample"], before[task]["per_sample"])]  # noqa: E731
+        out["morl_change"][task] = paired(change(after_new, before_new), change(after_old, before_old))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="the pipeline's run directory (runs/cpu/pretrain)")
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--against", type=Path, help="an earlier run's directory: the report's results compared")
     args = parser.parse_args()
     timings = json.loads((args.run_dir / "timings.json").read_text())
     # the machine, not its load now (the job ran earlier; run it on a quiet machine)
     where = {k: v for k, v in machine().items() if k not in ("load_average_1_5_15", "torch_threads")}
     result = {"profile": args.run_dir.parent.name, "commit": checkout_commit(args.run_dir), "machine": where,
               "seconds": timings, "total_minutes": round(sum(timings.values()) / 60, 1)}
+    if args.against:
+        result["against"] = {"commit": checkout_commit(args.against), **against(args.run_dir, args.against)}
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

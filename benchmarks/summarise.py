@@ -22,7 +22,7 @@ COMMANDS = {
     "cpu_bench_train_before.json": "`OMP_NUM_THREADS=1 PYTHONPATH=<checkout of 6049a3e> "
                                    "python benchmarks/bench_train.py --device cpu --settings fp32 --steps 8 --profile`",
     "cpu_bench_train.json": "`OMP_NUM_THREADS=1 python benchmarks/bench_train.py --device cpu --steps 8 "
-                            "--vs-transformers --repeats 3 --profile`",
+                            "--vs-transformers --repeats 5 --profile`",
     "cpu_bench_decode.json": "`OMP_NUM_THREADS=1 python benchmarks/bench_model.py --preset cpu --no-train "
                              "--shapes 8x128 32x256 --repeats 5`",
     "cpu_bench_grpo.json": "`OMP_NUM_THREADS=1 python benchmarks/bench_grpo.py --prompts 8 --group 4 --new-tokens 64 "
@@ -79,7 +79,7 @@ def decode_rows() -> list[list[str]]:
     data = load("cpu_bench_decode.json")
     rows = []
     for d in data["decoding"]:
-        for side, label in (("mimolab", "float32"), ("mimolab_fast", "bf16 prefill + decode matmuls")):
+        for side, label in (("mimolab", "float32"), ("mimolab_fast", "bf16 prefill, decode matmuls and KV cache")):
             wall, cpu = d["wall"]["decode_tokens_per_s"], d["cpu"]["decode_tokens_per_s"]
             rows.append([f"greedy decode tokens/s, cpu preset, {d['batch']} x {d['new_tokens']}, mimolab {label} / "
                          f"transformers float32 (generate: {d['wall'][f'generate_ratio_{side}']:.2f}; rows equal "

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_model import machine  # noqa: E402
+
+from mimolab.eval.results import TaskScore, load_scores, mean_stderr  # noqa: E402
 
 
 def checkout_commit(run_dir: Path) -> str:
@@ -30,34 +30,34 @@ def checkout_commit(run_dir: Path) -> str:
     return out.stdout.strip() or "unknown"
 
 
-def paired(new: list[float], old: list[float]) -> dict:
-    """Mean of new - old over the same samples, its 95% interval, and n."""
+def paired(new: list[float], old: list[float], task: str) -> dict:
+    """Mean of new - old over the same samples, its 95% interval (normal, from eval.results.mean_stderr), and n."""
     if len(new) != len(old):
-        raise ValueError(f"the runs scored different samples ({len(new)} vs {len(old)})")
-    diffs = [a - b for a, b in zip(new, old)]
-    half = 1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
-    mean = statistics.fmean(diffs)
-    return {"difference": round(mean, 4), "ci95": [round(mean - half, 4), round(mean + half, 4)], "n": len(diffs)}
+        raise ValueError(f"{task}: the runs scored different samples ({len(new)} vs {len(old)})")
+    mean, stderr = mean_stderr([a - b for a, b in zip(new, old)])
+    return {"difference": round(mean, 4), "ci95": [round(mean - 1.96 * stderr, 4), round(mean + 1.96 * stderr, 4)],
+            "n": len(new)}
 
 
 def against(run_dir: Path, other: Path) -> dict:
     """The report's per-task results of this run against another's, paired per sample."""
-    def scores(path: Path) -> dict:
-        return {r["task"]: r for r in json.loads(path.read_text())}
+    def by_task(rows: list[TaskScore]) -> dict[str, TaskScore]:
+        return {r.task: r for r in rows}
+
+    def compared(new: TaskScore, old: TaskScore) -> dict:
+        return {"new": new.score, "old": old.score, **paired(new.per_sample, old.per_sample, new.task)}
 
     out = {"final": {}, "morl_after": {}, "morl_change": {}}
-    new, old = scores(run_dir / "final_eval.json"), scores(other / "final_eval.json")
+    new, old = (by_task(load_scores(d / "final_eval.json")) for d in (run_dir, other))
     for task in new.keys() & old.keys():
-        out["final"][task] = {"new": new[task]["score"], "old": old[task]["score"],
-                              **paired(new[task]["per_sample"], old[task]["per_sample"])}
-    morl_new, morl_old = (json.loads((d / "morl" / "morl.json").read_text()) for d in (run_dir, other))
-    after_new, after_old = ({r["task"]: r for r in m["after"]} for m in (morl_new, morl_old))
-    before_new, before_old = ({r["task"]: r for r in m["before"]} for m in (morl_new, morl_old))
+        out["final"][task] = compared(new[task], old[task])
+    morl = [json.loads((d / "morl" / "morl.json").read_text()) for d in (run_dir, other)]
+    (before_new, after_new), (before_old, after_old) = (
+        [by_task([TaskScore.from_dict(r) for r in m[key]]) for key in ("before", "after")] for m in morl)
     for task in after_new.keys() & after_old.keys():
-        out["morl_after"][task] = {"new": after_new[task]["score"], "old": after_old[task]["score"],
-                                   **paired(after_new[task]["per_sample"], after_old[task]["per_sample"])}
-        change = lambda after, before: [a - b for a, b in zip(after[task]["per_sample"], before[task]["per_sample"])]  # noqa: E731
-        out["morl_change"][task] = paired(change(after_new, before_new), change(after_old, before_old))
+        out["morl_after"][task] = compared(after_new[task], after_old[task])
+        gain = lambda before, after: [b - a for a, b in zip(before[task].per_sample, after[task].per_sample)]  # noqa: E731
+        out["morl_change"][task] = paired(gain(before_new, after_new), gain(before_old, after_old), task)
     return out
 
 

@@ -12,7 +12,8 @@ from main_job import against  # noqa: E402
 
 
 def write_run(root: Path, final: dict, before: dict, after: dict) -> Path:
-    rows = lambda scores: [{"task": t, "score": sum(s) / len(s), "per_sample": s} for t, s in scores.items()]  # noqa: E731
+    rows = lambda scores: [{"task": t, "metric": "exact", "score": sum(s) / len(s), "stderr": 0.0, "chance": 0.0,  # noqa: E731
+                            "n": len(s), "per_sample": s} for t, s in scores.items()]
     (root / "morl").mkdir(parents=True)
     (root / "final_eval.json").write_text(json.dumps(rows(final)))
     (root / "morl" / "morl.json").write_text(json.dumps({"before": rows(before), "after": rows(after)}))

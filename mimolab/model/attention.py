@@ -174,7 +174,7 @@ def _single_query(q, k, v, mask: torch.Tensor | None, n_rep: int) -> torch.Tenso
         # tokens a step's attention 1.65x faster than float32 SDPA over a float32 cache (profile_decode.py)
         scores = torch.matmul(q, k.transpose(-1, -2)).float().mul_(D ** -0.5)
         if mask is not None:
-            scores = scores + mask
+            scores.add_(mask)  # in place: the float32 scores are this call's own
         out = torch.matmul(torch.softmax(scores, dim=-1).to(v.dtype), v)
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # mask (B or 1, 1, 1, K): padding only

@@ -26,7 +26,7 @@ class _RMSNormFunction(torch.autograd.Function):
     """RMSNorm with its backward written out: the same forward numbers as ``F.rms_norm`` (the same float32 steps),
     and a backward of a few whole-tensor ops where autograd replays every step of the forward (pow, mean, add,
     rsqrt, two products, casts): a norm's forward + backward a third faster, a cpu-preset bf16 training step 3-5%
-    (alternating with the autograd version; within the noise of the ratio to transformers). y = x * r with
+    (ad hoc A/B alternating with the autograd version; within the noise of the ratio to transformers). y = x * r with
     r = rsqrt(mean(x^2) + eps), out = w * y, so dx = r * (dy - y * mean(dy * y)) with dy = dout * w, and dw = sum
     over rows of dout * y."""
 

@@ -121,6 +121,36 @@ def test_completion_logprobs_packed_equal_each_sample_alone(processor, tmp_path)
             torch.testing.assert_close(ent, want, atol=1e-5, rtol=0)
 
 
+def test_a_groups_rows_share_one_vision_pass_with_the_gradient_of_separate_ones(processor, tmp_path):
+    """The update runs the ViT once per prompt, not once per rollout (a group's rows share their prompt's pixels),
+    and every parameter's gradient, the ViT's included, equals that of one full forward per rollout."""
+    from mimolab.data.packing import collate_packed
+    from mimolab.rl.grpo import completion_logprobs
+
+    t = trainer(processor, tmp_path)
+    groups = t.rollout(t.draw_prompts())
+    samples = [r.training_sample(t.model.config) for g in groups for r in g]
+    model = t.model.train()
+    patches = []
+    hook = model.visual.register_forward_hook(lambda module, args, out: patches.append(args[0].shape[0]))
+    lps, _ = completion_logprobs(model, samples, 0.8, 2 * max(map(len, samples)))
+    hook.remove()
+    assert patches == [sum(g[0].prompt.pixel_values.shape[0] for g in groups)]  # one pass, each prompt once
+    sum(lp.sum() for lp in lps).backward()
+    shared = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    for s in samples:  # each rollout alone, its own vision pass
+        inputs = {k: v for k, v in collate_packed([s], len(s), 0).model_inputs().items() if k != "labels"}
+        logp = torch.log_softmax(model(**inputs).logits[0].float() / 0.8, -1)
+        labels = torch.tensor(s.labels)
+        targets = (labels[1:] != -100).nonzero()[:, 0]
+        logp[targets].gather(-1, labels[targets + 1, None]).sum().backward()
+    vision = [n for n in shared if n.startswith("visual.")]
+    assert vision and all(shared[n].abs().sum() > 0 for n in vision)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(shared[n], p.grad, atol=1e-5, rtol=1e-4, msg=n)
+
+
 def test_vanilla_updates_move_the_ratio_and_kl(processor, tmp_path):
     t = trainer(processor, tmp_path, updates_per_batch=4, clip_eps=0.05, kl_coef=0.1)
     records = [t.step() for _ in range(2)]

@@ -103,22 +103,28 @@ class MiMoVL(nn.Module):
     # ------------------------------------------------------------------ pieces of the forward
     def embed(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None,
               image_grid_thw: torch.Tensor | None = None, pixel_values_videos: torch.Tensor | None = None,
-              video_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
-        """Token embeddings with image and video features written into their placeholders."""
+              video_grid_thw: torch.Tensor | None = None, *, image_features: torch.Tensor | None = None,
+              video_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Token embeddings with image and video features written into their placeholders. ``image_features`` /
+        ``video_features``: the vision tower's output for those pixels, computed already (GRPO runs it once per
+        prompt for a group's rollouts), taken instead of the pixels."""
         embeds = self.language_model.embed_tokens(input_ids)
-        for kind, pixels, grid, token in (("image", pixel_values, image_grid_thw, self.config.image_token_id),
-                                          ("video", pixel_values_videos, video_grid_thw, self.config.video_token_id)):
+        for kind, pixels, grid, features, token in (
+                ("image", pixel_values, image_grid_thw, image_features, self.config.image_token_id),
+                ("video", pixel_values_videos, video_grid_thw, video_features, self.config.video_token_id)):
             slots = input_ids == token
             n_slots = int(slots.sum())
-            if pixels is None:
-                if n_slots:
-                    raise ValueError(f"the text has {n_slots} {kind} placeholder tokens but no {kind} pixels were given")
-                continue
-            if grid is None:
-                raise ValueError(f"{kind} pixels given without {kind}_grid_thw")
-            features = self.visual(pixels.to(self.visual.dtype), grid)
+            if features is None:
+                if pixels is None:
+                    if n_slots:
+                        raise ValueError(f"the text has {n_slots} {kind} placeholder tokens but no {kind} pixels were given")
+                    continue
+                if grid is None:
+                    raise ValueError(f"{kind} pixels given without {kind}_grid_thw")
+                features = self.visual(pixels.to(self.visual.dtype), grid)
             if features.shape[0] != n_slots:
-                raise ValueError(f"{kind} features and {kind} tokens do not match: the grids {grid.tolist()} give "
+                source = f"the grids {grid.tolist()} give" if grid is not None else "there are"
+                raise ValueError(f"{kind} features and {kind} tokens do not match: {source} "
                                  f"{features.shape[0]} features, the text has {n_slots} placeholder tokens")
             # the features fill the placeholders in order, as masked_scatter would; index_copy's backward is a
             # gather where masked_scatter's is a masked_select over the whole sequence (1/5 of the time on a CPU)
@@ -147,12 +153,15 @@ class MiMoVL(nn.Module):
         cache: KVCache | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         mtp_loss_weight: float = 0.3,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> MiMoVLOutput:
         """Arguments as transformers' Qwen2.5-VL, plus ``cu_seqlens`` for packed rows (B == 1) and
         ``cache`` for incremental decoding (then ``position_ids`` must be given for the new tokens and
         ``attention_mask`` must cover cached + new tokens). ``logits_to_keep`` > 0 computes logits
         for the last that many positions only; a 1D tensor, for those positions (as transformers): the
-        trainer asks for the positions with a target, often a tenth of a packed row."""
+        trainer asks for the positions with a target, often a tenth of a packed row. ``inputs_embeds``: as
+        transformers, the embeddings (``embed``'s output) instead of computing them; ``input_ids`` still give the
+        positions (when ``position_ids`` are not given) and the MTP layers' inputs."""
         B, S = input_ids.shape
         past = cache.length if cache is not None else 0
         if past + S > self.config.text.max_position_embeddings:
@@ -162,7 +171,9 @@ class MiMoVL(nn.Module):
             # checked before the positions, which would fail on it with an opaque IndexError
             raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} tokens, expected {past + S} "
                              f"(shape {tuple(attention_mask.shape)}, expected {(B, past + S)})")
-        if past and pixel_values is None and pixel_values_videos is None:
+        if inputs_embeds is not None:
+            embeds = inputs_embeds
+        elif past and pixel_values is None and pixel_values_videos is None:
             # decoding: generated ids are text even if an untrained model emits a placeholder id
             embeds = self.language_model.embed_tokens(input_ids)
         else:

@@ -179,6 +179,8 @@ def completion_logprobs(model, samples: list[TokenizedSample], temperature: floa
             room = row_tokens
         current.append(i)
         room -= len(s)
+    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+        features = shared_media_features(model, samples)
     for row in rows:
         packed = collate_packed([samples[i] for i in row], sum(len(samples[i]) for i in row), model.config.padding_id)
         targets, start = [], 0  # token t + 1 is predicted at position t
@@ -187,9 +189,13 @@ def completion_logprobs(model, samples: list[TokenizedSample], temperature: floa
             targets.append(start + (labels[1:] != -100).nonzero()[:, 0])
             start += len(samples[i])
         keep = torch.cat(targets)
-        inputs = {k: v for k, v in packed.model_inputs().items() if k != "labels"}
+        ids = packed.input_ids.to(model.device)
+        row_features = {kind: torch.cat(parts) for kind in ("image", "video")
+                        if (parts := [features[i][kind] for i in row if kind in features[i]])}
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(**inputs, logits_to_keep=keep).logits[0].float()  # (targets, V)
+            embeds = model.embed(ids, image_features=row_features.get("image"), video_features=row_features.get("video"))
+            logits = model(ids, inputs_embeds=embeds, position_ids=packed.position_ids.to(model.device),
+                           cu_seqlens=packed.cu_seqlens.to(model.device), logits_to_keep=keep).logits[0].float()
         if suppress:
             logits = logits.index_fill(-1, torch.tensor(suppress, device=logits.device), float("-inf"))
         logp_all = torch.log_softmax(logits / temperature, dim=-1)
@@ -200,6 +206,30 @@ def completion_logprobs(model, samples: list[TokenizedSample], temperature: floa
             if with_entropy:
                 out_ent[i] = -(logp.exp() * logp.clamp_min(-1e30)).sum(-1).detach()  # 0 * -inf -> 0
     return out_lp, out_ent
+
+
+def shared_media_features(model, samples: list[TokenizedSample]) -> list[dict[str, torch.Tensor]]:
+    """Each sample's vision features (``{"image": (tokens, hidden), "video": ...}``), the vision tower run once
+    over the distinct pixel tensors: a group's rollouts share their prompt's (``Rollout.training_sample``), so one
+    pass serves ``group_size`` rows, and in the backward the shared features' gradient is the sum of the rows'."""
+    merge2 = model.config.vision.spatial_merge_size ** 2
+    out: list[dict[str, torch.Tensor]] = [{} for _ in samples]
+    for kind, pix_key, grid_key in (("image", "pixel_values", "image_grid_thw"),
+                                    ("video", "pixel_values_videos", "video_grid_thw")):
+        distinct: dict[int, tuple[torch.Tensor, list]] = {}  # id(pixels) -> (pixels, grids), in first-seen order
+        for s in samples:
+            if getattr(s, pix_key) is not None:
+                distinct.setdefault(id(getattr(s, pix_key)), (getattr(s, pix_key), getattr(s, grid_key)))
+        if not distinct:
+            continue
+        pixels = torch.cat([px for px, _ in distinct.values()]).to(model.device, model.visual.dtype)
+        grids = torch.tensor([g for _, gs in distinct.values() for g in gs], device=model.device)
+        sizes = [sum(t * h * w for t, h, w in gs) // merge2 for _, gs in distinct.values()]
+        by_pixels = dict(zip(distinct, model.visual(pixels, grids).split(sizes)))
+        for i, s in enumerate(samples):
+            if getattr(s, pix_key) is not None:
+                out[i][kind] = by_pixels[id(getattr(s, pix_key))]
+    return out
 
 
 def load_grpo_config(name_or_path: str | Path, profile: str, **overrides) -> GRPOConfig:

@@ -49,7 +49,7 @@ def test_loss_aggregations_and_clipping():
 
 
 def test_on_policy_ratio_is_one_and_generator_logprobs_match_the_trainer(processor, tmp_path):
-    from mimolab.rl.grpo import completion_logprobs
+    from mimolab.rl.logprobs import completion_logprobs
 
     t = trainer(processor, tmp_path)
     groups = t.rollout(t.draw_prompts())
@@ -97,18 +97,23 @@ def test_bf16_rollouts_and_update_take_the_old_logprobs_from_the_update(processo
         GRPOConfig(rollout_dtype="float16")
 
 
-def test_completion_logprobs_packed_equal_each_sample_alone(processor, tmp_path):
-    """Samples packed into unpadded rows, the head on the target positions only: log-probs and entropies
-    equal those of one full forward per sample."""
+@pytest.mark.parametrize("row_factor", [1, 2], ids=["groups-split", "groups-whole"])
+def test_completion_logprobs_packed_equal_each_sample_alone(processor, tmp_path, row_factor):
+    """A group's prompt once and its completions after it, in unpadded rows, the head on the target positions
+    only: log-probs and entropies equal those of one full forward per sample, also where a group is split
+    across rows (rows as long as the longest rollout)."""
     from mimolab.data.packing import collate_packed
-    from mimolab.rl.grpo import completion_logprobs
+    from mimolab.rl.logprobs import completion_logprobs, pack_groups, shared_media_features
 
     t = trainer(processor, tmp_path)
     samples = [r.training_sample(t.model.config) for g in t.rollout(t.draw_prompts()) for r in g]
     model = t.model.eval()
-    with torch.no_grad():  # rows of about two samples: several rows, and samples that share one
-        lps, ents = completion_logprobs(model, samples, 0.8, 2 * max(map(len, samples)), with_entropy=True,
-                                        suppress=t.suppress)
+    row_tokens = row_factor * max(map(len, samples))
+    with torch.no_grad():
+        rows = pack_groups(samples, shared_media_features(model, samples), row_tokens, ())
+        prompts = sum(p < 0 for row in rows for p in row.prefix)  # segments that continue none
+        assert len(rows) > 1 and (prompts > 2 if row_factor == 1 else prompts == 2)  # 2 prompts, split or whole
+        lps, ents = completion_logprobs(model, samples, 0.8, row_tokens, with_entropy=True, suppress=t.suppress)
         for s, lp, ent in zip(samples, lps, ents):
             inputs = {k: v for k, v in collate_packed([s], len(s), 0).model_inputs().items() if k != "labels"}
             logits = model(**inputs).logits[0].float()
@@ -122,20 +127,25 @@ def test_completion_logprobs_packed_equal_each_sample_alone(processor, tmp_path)
 
 
 def test_a_groups_rows_share_one_vision_pass_with_the_gradient_of_separate_ones(processor, tmp_path):
-    """The update runs the ViT once per prompt, not once per rollout (a group's rows share their prompt's pixels),
-    and every parameter's gradient, the ViT's included, equals that of one full forward per rollout."""
+    """The update runs the ViT and the prompt's tokens once per prompt, not once per rollout (a group's rows share
+    their prompt), and every parameter's gradient, the ViT's included, equals that of one full forward per
+    rollout."""
     from mimolab.data.packing import collate_packed
-    from mimolab.rl.grpo import completion_logprobs
+    from mimolab.rl.logprobs import completion_logprobs
 
     t = trainer(processor, tmp_path)
     groups = t.rollout(t.draw_prompts())
     samples = [r.training_sample(t.model.config) for g in groups for r in g]
     model = t.model.train()
     patches = []
-    hook = model.visual.register_forward_hook(lambda module, args, out: patches.append(args[0].shape[0]))
+    tokens = []
+    hooks = [model.visual.register_forward_hook(lambda module, args, out: patches.append(args[0].shape[0])),
+             model.language_model.layers[0].register_forward_hook(lambda m, args, out: tokens.append(args[0].shape[1]))]
     lps, _ = completion_logprobs(model, samples, 0.8, 2 * max(map(len, samples)))
-    hook.remove()
+    for hook in hooks:
+        hook.remove()
     assert patches == [sum(g[0].prompt.pixel_values.shape[0] for g in groups)]  # one pass, each prompt once
+    assert sum(tokens) == sum(len(g[0].prompt) + sum(len(r.tokens) for r in g) for g in groups)
     sum(lp.sum() for lp in lps).backward()
     shared = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()

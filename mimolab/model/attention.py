@@ -107,14 +107,20 @@ def attention(
     backend: str = "sdpa",
     cu_seqlens: torch.Tensor | None = None,
     max_seqlen: int | None = None,
+    segment_prefix: list[int] | None = None,
 ) -> torch.Tensor:
     """q: (B, H, Q, D); k, v: (B, KVH, K, D) with H a multiple of KVH (GQA). Returns (B, Q, H, D).
 
     ``mask`` (boolean from ``build_mask``, or its ``additive`` float form) overrides ``causal``. ``cu_seqlens``
     (B must be 1, Q == K) gives the segments to flash-attn, and to the other backends when there is no mask;
-    with a mask, the mask must express the same segments.
+    with a mask, the mask must express the same segments. ``segment_prefix`` (with ``cu_seqlens``, no mask): for
+    each segment, the earlier segment it continues, or -1: its queries attend to that segment's keys first, then
+    causally to its own (a GRPO group's completions each continue their one shared prompt, ``attend_per_segment``).
     """
-    if backend == "flash_attention_2" and q.is_cuda and flash_attn_varlen_func is not None and cu_seqlens is not None:
+    if segment_prefix is not None and mask is not None:
+        raise ValueError("segment_prefix needs the segments without a mask (mask must be None)")
+    if (backend == "flash_attention_2" and q.is_cuda and flash_attn_varlen_func is not None and cu_seqlens is not None
+            and segment_prefix is None):
         return _flash_varlen(q, k, v, causal=causal, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
     if backend == "flash_attention_2":
         global _warned_flash
@@ -127,10 +133,10 @@ def attention(
         # 1.2-2x slower in bfloat16 than in float32 at packed samples' lengths (64-256 tokens; benchmarks/README.md)
         with torch.autocast("cpu", enabled=False):
             return attention(q.float(), k.float(), v.float(), causal=causal, mask=mask, backend=backend,
-                             cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
-    if mask is None and cu_seqlens is not None and len(cu_seqlens) > 2:
+                             cu_seqlens=cu_seqlens, max_seqlen=max_seqlen, segment_prefix=segment_prefix)
+    if mask is None and cu_seqlens is not None and (len(cu_seqlens) > 2 or segment_prefix is not None):
         return attend_per_segment(q, k, v, causal=causal, lengths=(cu_seqlens[1:] - cu_seqlens[:-1]).tolist(),
-                                  backend=backend)
+                                  backend=backend, prefix=segment_prefix)
     n_rep = q.shape[1] // k.shape[1]
     if backend == "sdpa" and q.shape[2] == 1 and not q.requires_grad:
         return _single_query(q, k, v, mask, n_rep)
@@ -154,11 +160,22 @@ def segments_without_mask(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-def attend_per_segment(q, k, v, *, causal: bool, lengths: list[int], backend: str = "sdpa") -> torch.Tensor:
+def attend_per_segment(q, k, v, *, causal: bool, lengths: list[int], backend: str = "sdpa",
+                       prefix: list[int] | None = None) -> torch.Tensor:
     """Each segment of a packed sequence (``lengths`` along dim 2 of (1, H, S, D)) attends to itself alone:
-    plain (causal) attention per segment, no mask. Returns (1, S, H, D) as ``attention``."""
-    chunks = zip(*(t.split(lengths, dim=2) for t in (q, k, v)))
-    return torch.cat([attention(*c, causal=causal, backend=backend) for c in chunks], dim=1)
+    plain (causal) attention per segment, no mask. ``prefix[j] >= 0``: segment j continues that earlier segment,
+    whose keys and values come before its own (its queries are the last of the joined keys: the causal mask is
+    offset); the prefix's gradient sums over every segment that reads it. Returns (1, S, H, D) as ``attention``."""
+    qs, ks, vs = (t.split(lengths, dim=2) for t in (q, k, v))
+    out = []
+    for j, (q_j, k_j, v_j) in enumerate(zip(qs, ks, vs)):
+        p = prefix[j] if prefix is not None else -1
+        if p >= 0:
+            if not p < j or prefix[p] >= 0:
+                raise ValueError(f"segment {j} continues segment {p}: a prefix must come earlier and continue none")
+            k_j, v_j = torch.cat([ks[p], k_j], dim=2), torch.cat([vs[p], v_j], dim=2)
+        out.append(attention(q_j, k_j, v_j, causal=causal, backend=backend))
+    return torch.cat(out, dim=1)
 
 
 def _single_query(q, k, v, mask: torch.Tensor | None, n_rep: int) -> torch.Tensor:

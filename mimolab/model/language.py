@@ -190,7 +190,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.heads * self.head_dim, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor, rope: tuple, mask: torch.Tensor | None, cache: KVCache | None,
-                cu_seqlens: torch.Tensor | None) -> torch.Tensor:
+                cu_seqlens: torch.Tensor | None, segment_prefix: list[int] | None = None) -> torch.Tensor:
         B, S, _ = x.shape
         flat = x.reshape(B * S, -1)  # 2D inputs take the plain GEMM path: faster for decoding steps
         q = self.q_proj(flat).view(B, S, self.heads, self.head_dim).transpose(1, 2)  # (B, H, S, D)
@@ -202,7 +202,8 @@ class Attention(nn.Module):
             cached_k, cached_v = cache.update(self.layer_idx, k, v)
             if cache.length:  # earlier tokens are cached: attend to all of them, in this forward's dtype (the
                 k, v = _as(cached_k, q.dtype), _as(cached_v, q.dtype)  # cache may hold bf16, generation.py)
-        out = attention(q, k, v, causal=True, mask=mask, backend=self.backend, cu_seqlens=cu_seqlens)
+        out = attention(q, k, v, causal=True, mask=mask, backend=self.backend, cu_seqlens=cu_seqlens,
+                        segment_prefix=segment_prefix)
         return self.o_proj(out.reshape(B * S, -1)).view(B, S, -1)
 
 
@@ -214,8 +215,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size)
 
-    def forward(self, x, rope, mask=None, cache=None, cu_seqlens=None) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, cu_seqlens)
+    def forward(self, x, rope, mask=None, cache=None, cu_seqlens=None, segment_prefix=None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, cu_seqlens, segment_prefix)
         return x + self.mlp(self.post_attention_layernorm(x).view(-1, x.shape[-1])).view(x.shape)
 
 
@@ -256,16 +257,17 @@ class LanguageModel(nn.Module):
         return cos[:, None], sin[:, None]  # (B, 1, S, D): broadcast over heads
 
     def forward(self, inputs_embeds: torch.Tensor, position_ids: torch.Tensor, mask: torch.Tensor | None = None,
-                cache: KVCache | None = None, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+                cache: KVCache | None = None, cu_seqlens: torch.Tensor | None = None,
+                segment_prefix: list[int] | None = None) -> torch.Tensor:
         """Hidden states after the last layer, *before* the final ``norm`` (the MTP layers start from
-        them; the VLM applies ``norm`` for the head)."""
+        them; the VLM applies ``norm`` for the head). ``segment_prefix``: see ``attention``."""
         rope = self.rope(position_ids, inputs_embeds.dtype)
         x = inputs_embeds
         for layer in self.layers:
             if self.gradient_checkpointing and self.training:
-                x = checkpoint(layer, x, rope, mask, None, cu_seqlens, use_reentrant=False)
+                x = checkpoint(layer, x, rope, mask, None, cu_seqlens, segment_prefix, use_reentrant=False)
             else:
-                x = layer(x, rope, mask, cache, cu_seqlens)
+                x = layer(x, rope, mask, cache, cu_seqlens, segment_prefix)
         if cache is not None:
             cache.length += inputs_embeds.shape[1]
         return x

@@ -154,6 +154,7 @@ class MiMoVL(nn.Module):
         logits_to_keep: int | torch.Tensor = 0,
         mtp_loss_weight: float = 0.3,
         inputs_embeds: torch.Tensor | None = None,
+        segment_prefix: list[int] | None = None,
     ) -> MiMoVLOutput:
         """Arguments as transformers' Qwen2.5-VL, plus ``cu_seqlens`` for packed rows (B == 1) and
         ``cache`` for incremental decoding (then ``position_ids`` must be given for the new tokens and
@@ -161,7 +162,9 @@ class MiMoVL(nn.Module):
         for the last that many positions only; a 1D tensor, for those positions (as transformers): the
         trainer asks for the positions with a target, often a tenth of a packed row. ``inputs_embeds``: as
         transformers, the embeddings (``embed``'s output) instead of computing them; ``input_ids`` still give the
-        positions (when ``position_ids`` are not given) and the MTP layers' inputs."""
+        positions (when ``position_ids`` are not given) and the MTP layers' inputs. ``segment_prefix`` (with
+        ``cu_seqlens`` and ``position_ids``): segments that continue an earlier one (``attention``), as GRPO packs
+        a group's completions after their one prompt."""
         B, S = input_ids.shape
         past = cache.length if cache is not None else 0
         if past + S > self.config.text.max_position_embeddings:
@@ -171,6 +174,13 @@ class MiMoVL(nn.Module):
             # checked before the positions, which would fail on it with an opaque IndexError
             raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} tokens, expected {past + S} "
                              f"(shape {tuple(attention_mask.shape)}, expected {(B, past + S)})")
+        if segment_prefix is not None:
+            if cu_seqlens is None or position_ids is None or labels is not None:
+                raise ValueError("segment_prefix needs cu_seqlens and position_ids (a continued segment's positions go "
+                                 "on from its prefix's), and no labels (its loss is the caller's)")
+            if len(segment_prefix) != len(cu_seqlens) - 1:
+                raise ValueError(f"segment_prefix has {len(segment_prefix)} entries for {len(cu_seqlens) - 1} segments")
+            check_cu_seqlens(cu_seqlens, S)
         if inputs_embeds is not None:
             embeds = inputs_embeds
         elif past and pixel_values is None and pixel_values_videos is None:
@@ -185,8 +195,10 @@ class MiMoVL(nn.Module):
             position_ids, rope_deltas = self.rope_index(
                 input_ids, image_grid_thw=image_grid_thw, video_grid_thw=video_grid_thw,
                 second_per_grid_ts=second_per_grid_ts, attention_mask=attention_mask, cu_seqlens=cu_seqlens)
-        mask = additive(self._mask(attention_mask, cu_seqlens, S, past, input_ids.device), embeds.dtype)
-        hidden = self.language_model(embeds, position_ids, mask=mask, cache=cache, cu_seqlens=cu_seqlens)
+        mask = None if segment_prefix is not None else additive(
+            self._mask(attention_mask, cu_seqlens, S, past, input_ids.device), embeds.dtype)
+        hidden = self.language_model(embeds, position_ids, mask=mask, cache=cache, cu_seqlens=cu_seqlens,
+                                     segment_prefix=segment_prefix)
         normed = self.language_model.norm(hidden)
         logits = self.lm_head(self._kept(normed, logits_to_keep, labels))
         out = MiMoVLOutput(logits=logits, hidden_states=normed, rope_deltas=rope_deltas)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mimolab.data.packing import TokenizedSample, collate_packed
+from mimolab.data.packing import TokenizedSample
 from mimolab.data.tokenize import make_sample
 from mimolab.settings import as_number, check_keys, check_value, load_run_file
 from mimolab.train.stage import check_tasks
@@ -157,79 +157,6 @@ class Rollout:
                        second_per_grid_ts=torch.tensor(p.second_per_grid_ts))
         ids = p.input_ids + self.tokens
         return make_sample(ids, [-100] * len(p.input_ids) + self.tokens, vis, config, p.task)
-
-
-def completion_logprobs(model, samples: list[TokenizedSample], temperature: float, row_tokens: int,
-                        with_entropy: bool = False, suppress: tuple[int, ...] = (),
-                        bf16: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per-token log-probabilities (and entropies) of each sample's target tokens under
-    softmax(logits / T), samples packed into rows of at most ``row_tokens`` (one forward per row, no
-    padding); tokens in ``suppress`` are out of the distribution, as the generator's ``suppress_token_ids``.
-    The head runs on the target positions only (the completions: often a third of a rollout's tokens).
-    ``bf16``: the forward under bfloat16 autocast (the log-softmax stays float32)."""
-    out_lp: list[torch.Tensor | None] = [None] * len(samples)
-    out_ent: list[torch.Tensor | None] = [None] * len(samples)
-    rows, room, current = [], 0, []
-    for i, s in enumerate(samples):
-        if len(s) > row_tokens:
-            raise ValueError(f"a rollout of {len(s)} tokens does not fit row_tokens={row_tokens}")
-        if len(s) > room:
-            current = []
-            rows.append(current)
-            room = row_tokens
-        current.append(i)
-        room -= len(s)
-    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
-        features = shared_media_features(model, samples)
-    for row in rows:
-        packed = collate_packed([samples[i] for i in row], sum(len(samples[i]) for i in row), model.config.padding_id)
-        targets, start = [], 0  # token t + 1 is predicted at position t
-        for i in row:
-            labels = torch.tensor(samples[i].labels)
-            targets.append(start + (labels[1:] != -100).nonzero()[:, 0])
-            start += len(samples[i])
-        keep = torch.cat(targets)
-        ids = packed.input_ids.to(model.device)
-        row_features = {kind: torch.cat(parts) for kind in ("image", "video")
-                        if (parts := [features[i][kind] for i in row if kind in features[i]])}
-        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
-            embeds = model.embed(ids, image_features=row_features.get("image"), video_features=row_features.get("video"))
-            logits = model(ids, inputs_embeds=embeds, position_ids=packed.position_ids.to(model.device),
-                           cu_seqlens=packed.cu_seqlens.to(model.device), logits_to_keep=keep).logits[0].float()
-        if suppress:
-            logits = logits.index_fill(-1, torch.tensor(suppress, device=logits.device), float("-inf"))
-        logp_all = torch.log_softmax(logits / temperature, dim=-1)
-        sizes = [len(t) for t in targets]
-        labels = packed.labels[0, keep + 1].to(logits.device).split(sizes)
-        for i, logp, lab in zip(row, logp_all.split(sizes), labels):
-            out_lp[i] = logp.gather(-1, lab[:, None])[:, 0]
-            if with_entropy:
-                out_ent[i] = -(logp.exp() * logp.clamp_min(-1e30)).sum(-1).detach()  # 0 * -inf -> 0
-    return out_lp, out_ent
-
-
-def shared_media_features(model, samples: list[TokenizedSample]) -> list[dict[str, torch.Tensor]]:
-    """Each sample's vision features (``{"image": (tokens, hidden), "video": ...}``), the vision tower run once
-    over the distinct pixel tensors: a group's rollouts share their prompt's (``Rollout.training_sample``), so one
-    pass serves ``group_size`` rows, and in the backward the shared features' gradient is the sum of the rows'."""
-    merge2 = model.config.vision.spatial_merge_size ** 2
-    out: list[dict[str, torch.Tensor]] = [{} for _ in samples]
-    for kind, pix_key, grid_key in (("image", "pixel_values", "image_grid_thw"),
-                                    ("video", "pixel_values_videos", "video_grid_thw")):
-        distinct: dict[int, tuple[torch.Tensor, list]] = {}  # id(pixels) -> (pixels, grids), in first-seen order
-        for s in samples:
-            if getattr(s, pix_key) is not None:
-                distinct.setdefault(id(getattr(s, pix_key)), (getattr(s, pix_key), getattr(s, grid_key)))
-        if not distinct:
-            continue
-        pixels = torch.cat([px for px, _ in distinct.values()]).to(model.device, model.visual.dtype)
-        grids = torch.tensor([g for _, gs in distinct.values() for g in gs], device=model.device)
-        sizes = [sum(t * h * w for t, h, w in gs) // merge2 for _, gs in distinct.values()]
-        by_pixels = dict(zip(distinct, model.visual(pixels, grids).split(sizes)))
-        for i, s in enumerate(samples):
-            if getattr(s, pix_key) is not None:
-                out[i][kind] = by_pixels[id(getattr(s, pix_key))]
-    return out
 
 
 def load_grpo_config(name_or_path: str | Path, profile: str, **overrides) -> GRPOConfig:

@@ -20,7 +20,8 @@ from mimolab.data.packing import collate_left_padded
 from mimolab.data.tokenize import templated_sample
 from mimolab.data.world import generate as world_sample
 from mimolab.model.generation import generate
-from mimolab.rl.grpo import GRPOConfig, Rollout, completion_logprobs, group_advantages, policy_loss
+from mimolab.rl.grpo import GRPOConfig, Rollout, group_advantages, policy_loss
+from mimolab.rl.logprobs import completion_logprobs
 from mimolab.rl.rewards import default_rewards
 from mimolab.rl.service import RewardRouter, RewardServiceError
 from mimolab.train.checkpoints import LoopRNG, load_checkpoint, save_checkpoint, stop_if_not_finite

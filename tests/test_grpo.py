@@ -2,6 +2,8 @@
 log-probs equal to the trainer's, vanilla updates that move the ratio and clip, LoRA with the
 adapters-off reference, dynamic sampling."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -114,6 +116,10 @@ def test_completion_logprobs_packed_equal_each_sample_alone(processor, tmp_path,
         prompts = sum(p < 0 for row in rows for p in row.prefix)  # segments that continue none
         assert len(rows) > 1 and (prompts > 2 if row_factor == 1 else prompts == 2)  # 2 prompts, split or whole
         lps, ents = completion_logprobs(model, samples, 0.8, row_tokens, with_entropy=True, suppress=t.suppress)
+        untargeted = dataclasses.replace(samples[0], labels=[-100] * len(samples[0]))
+        lp, _ = completion_logprobs(model, [untargeted, samples[0]], 0.8, row_tokens, suppress=t.suppress)
+        assert lp[0].numel() == 0  # nothing to score, and the other sample as before
+        torch.testing.assert_close(lp[1], lps[0], atol=1e-5, rtol=0)
         for s, lp, ent in zip(samples, lps, ents):
             inputs = {k: v for k, v in collate_packed([s], len(s), 0).model_inputs().items() if k != "labels"}
             logits = model(**inputs).logits[0].float()

@@ -100,7 +100,8 @@ def _add_group(row: _Row, samples: list[TokenizedSample], part: list[int], n: in
     for i in part:
         s = samples[i]
         start = len(row.ids)
-        row.add_segment(s.input_ids[n:], s.position_ids[:, n:], prompt)
+        if len(s) > n:  # a sample with no target has nothing after its prompt (no empty segment)
+            row.add_segment(s.input_ids[n:], s.position_ids[:, n:], prompt)
         # position j of the sample sits at start + j - n in the row (j >= n), its prompt's last at prompt_start + n - 1
         targets = [j for j in range(1, len(s)) if s.labels[j] != IGNORE_INDEX]
         row.keep += [start + j - 1 - n if j > n else prompt_start + n - 1 for j in targets]

@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 START, END = "<!-- summary:start (benchmarks/summarise.py --write) -->", "<!-- summary:end -->"
 START_7B = "<!-- summary:start 7b memory (benchmarks/summarise.py --write) -->"
+START_AGAINST = "<!-- summary:start main job against (benchmarks/summarise.py --write) -->"
 COMMANDS = {
     "cpu_bench_train_before.json": "`OMP_NUM_THREADS=1 PYTHONPATH=<checkout of 6049a3e> "
                                    "python benchmarks/bench_train.py --device cpu --settings fp32 --steps 8 --profile`",
@@ -177,6 +178,21 @@ def seven_b_table() -> str:
     return "\n".join(lines)
 
 
+def against_table() -> str:
+    """The main job's results against the earlier run it was compared with (``main_job.py --against``), per task:
+    final evaluation, MORL's after-scores and its changes, paired on the same held-out samples."""
+    data = load("cpu_main_job.json")
+    other = data["against"]
+    lines = [f"| part | task | {data['commit']} | {other['commit']} | difference [95% CI] | n |", "|---|---|---|---|---|---|"]
+    for key, part in (("final", "final evaluation"), ("morl_after", "MORL after"), ("morl_change", "MORL change")):
+        for task, row in sorted(other[key].items()):
+            new, old = (f"{row[k]:.3f}" if k in row else "" for k in ("new", "old"))
+            low, high = row["ci95"]
+            lines.append(f"| {part} | {task} | {new} | {old} | {row['difference']:+.3f} [{low:+.3f}, {high:+.3f}] "
+                         f"| {row['n']} |")
+    return "\n".join(lines)
+
+
 def write_between(readme: Path, start: str, text: str) -> None:
     """Replace what lies between ``start`` and END in ``readme`` with ``text``."""
     content = readme.read_text()
@@ -191,5 +207,6 @@ if __name__ == "__main__":
     parser.add_argument("--write", action="store_true", help="write the table into benchmarks/README.md")
     if parser.parse_args().write:
         write_between(HERE / "README.md", START, table())
+        write_between(HERE / "README.md", START_AGAINST, against_table())
         write_between(HERE.parent / "README.md", START_7B, seven_b_table())
     print(table())

@@ -4,7 +4,8 @@
 Image/video features replace the embeddings of their placeholder tokens (``<|image_pad|>``,
 ``<|video_pad|>``) in order; 3D positions come from ``positions.get_rope_index`` unless given.
 Packed input: one row holding several samples, with ``cu_seqlens`` marking where each starts;
-positions restart per sample and no token attends across a sample boundary.
+positions restart per sample and no token attends across a sample boundary, except where ``segment_prefix``
+says a segment continues an earlier one (GRPO: each completion after its group's one prompt, rl/logprobs.py).
 """
 
 from __future__ import annotations

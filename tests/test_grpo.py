@@ -30,6 +30,20 @@ def trainer(processor, tmp_path, lora=False, **changes):
     return GRPOTrainer(model, processor, cfg, tmp_path, rewards=[varied_reward])
 
 
+def test_a_step_records_where_its_time_went(processor, tmp_path):
+    """The step's record splits its wall-clock time into rollouts, rewards and update: each part timed, together no
+    more than the step took."""
+    import time
+
+    t = trainer(processor, tmp_path)
+    start = time.perf_counter()
+    record = t.step()
+    took = time.perf_counter() - start
+    parts = [record[f"seconds/{k}"] for k in ("rollout", "rewards", "update")]
+    assert all(p > 0 for p in parts) and sum(parts) <= took
+    assert record["seconds/rollout"] > record["seconds/rewards"]  # generating beats scoring a few short replies
+
+
 def test_group_advantages():
     rewards = torch.tensor([[1.0, 0.0, 0.5, 0.5], [0.3, 0.3, 0.3, 0.3]])
     adv = group_advantages(rewards)

@@ -112,6 +112,18 @@ def test_morl_section_names_changes_beyond_two_standard_errors(tmp_path):
     assert MorlResult.load(tmp_path / "morl.json").as_dict() == morl.as_dict()
 
 
+def test_morl_section_gives_the_mean_time_of_each_phase_of_a_step(tmp_path):
+    (tmp_path / "morl").mkdir()
+    (tmp_path / "figures").mkdir()  # write_report makes it
+    records = [{"step": 1, "reward": 0.5, "seconds/rollout": 1.0, "seconds/rewards": 0.1, "seconds/update": 2.0},
+               {"step": 2, "reward": 0.6, "seconds/rollout": 3.0, "seconds/rewards": 0.3, "seconds/update": 1.0}]
+    (tmp_path / "morl" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    before = TaskScore("chart", "exact", 0.5, 0.0, 0.0, 2, [0.0, 1.0])
+    text = "\n".join(morl_section(tmp_path, MorlResult("smoke", "grpo_on_policy", "runs/x", 2, [before], [before])))
+    assert ("A GRPO step took 3.70 s on average (wall clock, 2 steps): rollouts 2.00 s, rewards 0.20 s, "
+            "update 1.50 s.") in text
+
+
 def test_frozen_parts_are_bit_identical_across_stages(smoke_run):
     run_dir, _ = smoke_run
     load = lambda name: MiMoVL.from_pretrained(run_dir / name / "final")  # noqa: E731

@@ -97,6 +97,12 @@ def morl_section(run_dir: Path, morl: MorlResult) -> list[str]:
         morl_figure(records, run_dir / "figures" / "morl.png")
         lines += [f"Mean training reward: {mean(first):.3f} over the first fifth of the steps, "
                   f"{mean(last):.3f} over the last fifth.", "", "![morl](figures/morl.png)", ""]
+        timed = [r for r in records if "seconds/update" in r]
+        if timed:
+            phase = lambda key: sum(r[f"seconds/{key}"] for r in timed) / len(timed)  # noqa: E731
+            lines += [f"A GRPO step took {sum(map(phase, ('rollout', 'rewards', 'update'))):.2f} s on average "
+                      f"(wall clock, {len(timed)} steps): rollouts {phase('rollout'):.2f} s, rewards "
+                      f"{phase('rewards'):.2f} s, update {phase('update'):.2f} s.", ""]
     return lines
 
 

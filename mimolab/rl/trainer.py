@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import random
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -162,9 +163,12 @@ class GRPOTrainer:
     def step(self) -> dict:
         cfg = self.cfg
         stream_state = self._stream_state()
+        start = time.perf_counter()
         samples = self.draw_prompts()
         groups = self.rollout(samples)
+        rolled = time.perf_counter()
         rewards, components = self.score(groups, stream_state)
+        scored = time.perf_counter()
         keep = rewards.std(dim=1, unbiased=False) >= cfg.min_group_std
         advantages = group_advantages(rewards)
         kept = [(r, float(a)) for grp, adv, k in zip(groups, advantages, keep) if k for r, a in zip(grp, adv)]
@@ -177,6 +181,9 @@ class GRPOTrainer:
         record.update({f"reward_component/{name}": value for name, value in components.items()})
         if kept:
             record.update(self._update([r for r, _ in kept], torch.tensor([a for _, a in kept])))
+        # where the step's wall-clock time went (the report gives the means)
+        record.update({"seconds/rollout": rolled - start, "seconds/rewards": scored - rolled,
+                       "seconds/update": time.perf_counter() - scored})
         self.step_count += 1
         if self.tracker is not None:
             self.tracker.log(record, step=record["step"])

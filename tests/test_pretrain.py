@@ -117,6 +117,7 @@ def test_morl_section_gives_the_mean_time_of_each_phase_of_a_step(tmp_path):
     (tmp_path / "figures").mkdir()  # write_report makes it
     records = [{"step": 1, "reward": 0.5, "seconds/rollout": 1.0, "seconds/rewards": 0.1, "seconds/update": 2.0},
                {"step": 2, "reward": 0.6, "seconds/rollout": 3.0, "seconds/rewards": 0.3, "seconds/update": 1.0}]
+    records = [{**r, "reward/chart": r["reward"], "response_length/chart": 2.0} for r in records]  # the figure's
     (tmp_path / "morl" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     before = TaskScore("chart", "exact", 0.5, 0.0, 0.0, 2, [0.0, 1.0])
     text = "\n".join(morl_section(tmp_path, MorlResult("smoke", "grpo_on_policy", "runs/x", 2, [before], [before])))

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mimolab.data.packing import TokenizedSample
-
-IGNORE_INDEX = -100
+from mimolab.data.tokenize import IGNORE_INDEX
 
 
 @dataclass

@@ -49,6 +49,9 @@ def test_bad_stage_files_fail_clearly(tmp_path):
     bad.write_text("lr: {llm: 1.0e-3}\nlearning_rate: 3\nprofiles: {cpu: {}}\n")
     with pytest.raises(ValueError, match="learning_rate"):
         load_stage(bad, "cpu")
+    bad.write_text("lr: {llm: 1.0e-3}\ncompile: 'no'\nprofiles: {cpu: {}}\n")  # a string, and so true
+    with pytest.raises(ValueError, match="compile must be true or false, not 'no'"):
+        load_stage(bad, "cpu")
     assert (EXPERIMENTS / "pretrain").is_dir()
 
 

@@ -214,3 +214,50 @@ def test_what_a_kill_leaves_among_the_checkpoints_is_cleaned_up_on_resume(tmp_pa
     assert latest_checkpoint(tmp_path) == folder / "step-000003"
     assert (folder / "step-000003" / "trainer_state.pt").read_text() == "kept"
     assert sorted(p.name for p in folder.iterdir()) == ["step-000002", "step-000003"]
+
+
+def test_compiled_layers_train_as_the_eager_ones(processor, tmp_path):
+    """``Stage.compile``: the training steps run the decoder layers and ViT blocks compiled (inductor), with the
+    eager steps' numbers to float32 rounding (the fused kernels sum in another order), one graph per kind of block
+    whatever the packing's lengths (not a graph per packing), the evaluation forward eager (bit-identical to
+    the uncompiled model's), and the modules' own parameters and state-dict keys."""
+    from torch._dynamo.utils import counters
+
+    stage = Stage(name="s", lr={"vision": 1e-3, "projector": 1e-3, "llm": 1e-3}, shares=SHARES, steps=4,
+                  warmup_steps=1, row_tokens=384, rows_per_step=2, checkpoint_every=100)
+    eager = make(processor, stage, tmp_path / "eager")
+    eager_log = eager.train(progress=False)
+    compiled = make(processor, dataclasses.replace(stage, compile=True), tmp_path / "compiled")
+    before = counters["stats"]["unique_graphs"]
+    compiled_log = compiled.train(steps=1, progress=False)
+    first = counters["stats"]["unique_graphs"] - before
+    assert first > 0  # the step did compile
+    compiled_log += compiled.train(progress=False)
+    # three more steps of other lengths: a few graphs more at most (a branch the first rows did not take, sizes that
+    # happened to coincide), not a graph per packing
+    assert counters["stats"]["unique_graphs"] - before < 1.5 * first
+    assert len(compiled_log) == len(eager_log) == 4
+    for a, b in zip(compiled_log, eager_log):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    assert dict(compiled.model.state_dict()).keys() == dict(eager.model.state_dict()).keys()
+    # Adam moves a weight by up to lr (1e-3) a step whatever its gradient's size: within a tenth of one step
+    torch.testing.assert_close(dict(compiled.model.named_parameters()), dict(eager.model.named_parameters()),
+                               rtol=0, atol=1e-4)
+    row = compiled.next_rows()[0].model_inputs()
+    with torch.no_grad():
+        logits = compiled.model(**row).logits
+        compiled.model.compile_layers(False)
+        assert torch.equal(logits, compiled.model(**row).logits)  # evaluation ran the layers eager
+
+
+def test_compile_without_a_compiler_warns_and_trains_eager(processor, tmp_path, monkeypatch):
+    """Where inductor cannot build kernels (no C++ compiler on a CPU), a compile stage warns and trains eager."""
+    import mimolab.train.stage as stage_module
+
+    monkeypatch.setattr(stage_module, "can_compile", lambda device: False)
+    stage = Stage(name="s", lr={"llm": 1e-3}, shares=SHARES, steps=1, warmup_steps=1, row_tokens=256, rows_per_step=1)
+    eager = make(processor, stage, tmp_path / "eager").train(progress=False)
+    with pytest.warns(UserWarning, match="cannot build kernels"):
+        trainer = make(processor, dataclasses.replace(stage, compile=True), tmp_path / "compile")
+    assert trainer.model.language_model.compiled is None and trainer.model.visual.compiled is None
+    assert trainer.train(progress=False)[0]["loss"] == eager[0]["loss"]

@@ -97,6 +97,7 @@ def additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | No
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
+@torch.compiler.disable  # compiled layers (``MiMoVL.compile_layers``) call it eagerly: see compile_layers
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,

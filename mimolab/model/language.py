@@ -19,7 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mimolab.config import MiMoVLConfig, TextConfig
 from mimolab.model.attention import attention
-from mimolab.model.layers import RMSNorm, SwiGLU
+from mimolab.model.layers import RMSNorm, SwiGLU, compiled_or_eager
 from mimolab.model.positions import apply_rotary, mrope_cos_sin, text_inv_freq
 
 
@@ -249,6 +249,7 @@ class LanguageModel(nn.Module):
         self.norm = RMSNorm(t.hidden_size, eps=t.rms_norm_eps)
         self.mtp_layers = nn.ModuleList(MTPLayer(t, cfg.attn_implementation) for _ in range(t.num_mtp_layers))
         self.gradient_checkpointing = False
+        self.compiled: list[Callable] | None = None  # the layers compiled for training forwards (compile_layers)
 
     def rope(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         # computed per call (head_dim/2 numbers): no buffer to rebuild after loading on the meta device
@@ -263,7 +264,7 @@ class LanguageModel(nn.Module):
         them; the VLM applies ``norm`` for the head). ``segment_prefix``: see ``attention``."""
         rope = self.rope(position_ids, inputs_embeds.dtype)
         x = inputs_embeds
-        for layer in self.layers:
+        for layer in compiled_or_eager(self.layers, self.compiled, cache is None):
             if self.gradient_checkpointing and self.training:
                 x = checkpoint(layer, x, rope, mask, None, cu_seqlens, segment_prefix, use_reentrant=False)
             else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -62,3 +64,15 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def compile_blocks(blocks: Sequence[nn.Module]) -> list[Callable]:
+    """Each block through ``torch.compile`` with dynamic shapes (packed rows and images differ in length from step
+    to step); the blocks themselves stay as they are (their parameters, state-dict keys and eager forward)."""
+    return [torch.compile(block, dynamic=True) for block in blocks]
+
+
+def compiled_or_eager(blocks: Sequence[nn.Module], compiled: list[Callable] | None, uncached: bool = True) -> Sequence:
+    """The compiled blocks for a training forward (gradients on, no KV cache), else the blocks: evaluation and
+    generation run eager, where a compile would cost more than it saves (one shape, few calls)."""
+    return compiled if compiled is not None and uncached and torch.is_grad_enabled() else blocks

@@ -13,6 +13,8 @@ Output: (N / 4, out_hidden_size) tokens, one per ``<|image_pad|>`` / ``<|video_p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -23,7 +25,7 @@ from mimolab.model.attention import (
     additive, attention, build_mask, flash_available, segment_ids_from_cu_seqlens,
     segments_without_mask,
 )
-from mimolab.model.layers import RMSNorm, SwiGLU
+from mimolab.model.layers import RMSNorm, SwiGLU, compiled_or_eager
 from mimolab.model.positions import (
     apply_rotary, vision_frame_cu_seqlens, vision_rotary_positions, vision_window_index,
 )
@@ -116,6 +118,7 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.ModuleList(VisionBlock(v, cfg.attn_implementation) for _ in range(v.depth))
         self.merger = build_projector(v, cfg.projector_type)
         self.gradient_checkpointing = False
+        self.compiled: list[Callable] | None = None  # the blocks compiled for training forwards (compile_layers)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -165,7 +168,7 @@ class VisionTransformer(nn.Module):
         window_seg = _segments(cu_window, n_patches, x.dtype, device)
         frame_seg = _segments(vision_frame_cu_seqlens(grid_thw), n_patches, x.dtype, device)
         # frame segments must be expressed in window order too: windows never straddle frames
-        for i, block in enumerate(self.blocks):
+        for i, block in enumerate(compiled_or_eager(self.blocks, self.compiled)):
             segments = frame_seg if i in v.fullatt_block_indexes else window_seg
             if self.gradient_checkpointing and self.training:
                 x = checkpoint(block, x, cos, sin, segments, use_reentrant=False)

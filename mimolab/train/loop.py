@@ -125,6 +125,7 @@ class Trainer:
             with self.rng.active():  # lora_A's random start is the run's, not whatever ran before
                 add_lora(model, **stage.lora)
         model.set_gradient_checkpointing(stage.gradient_checkpointing)
+        model.compile_layers(stage.compiles(model.device))
         # fused: one kernel over all tensors, 4x faster than the per-tensor loop on a CPU (float32 state either way)
         self.optimizer = torch.optim.AdamW(freeze_and_group(model, stage), weight_decay=stage.weight_decay,
                                            betas=(0.9, 0.95), fused=True)

@@ -86,10 +86,10 @@ def model_pair(preset: str, device: str = "cpu", dtype: torch.dtype = torch.floa
     return hf.to(device, dtype), ours.to(device, dtype), cfg
 
 
-def timed_all(fns: dict, repeats: int) -> dict[str, dict[str, float]]:
+def timed_all(fns: dict, repeats: int, warm_up: bool = True) -> dict[str, dict[str, float]]:
     """Best-of-``repeats`` wall-clock and CPU seconds of each function, all run in turn (a, b, c, a, b, c,
     ...) after one warm-up call each, so that a slow phase of a shared machine hits all alike."""
-    for fn in fns.values():
+    for fn in fns.values() if warm_up else ():
         fn()
     best = {name: {"wall": float("inf"), "cpu": float("inf")} for name in fns}
     for _ in range(repeats):

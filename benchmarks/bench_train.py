@@ -23,6 +23,7 @@ the same packed rows of the world's stage-3 mixture; against transformers; and w
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -42,10 +43,12 @@ from mimolab import MiMoVL, MiMoVLConfig  # noqa: E402
 from mimolab.data.pipeline import world_mixture, world_processor, world_tokenizer  # noqa: E402
 from mimolab.model.vlm import mask_segment_starts  # noqa: E402
 from mimolab.train import Trainer  # noqa: E402
-from mimolab.train.stage import load_stage  # noqa: E402
+from mimolab.train.stage import Stage, load_stage  # noqa: E402
 
-SETTINGS = {"fp32": {"bf16": False}, "bf16": {"bf16": True},  # each explicit: the stage's profile may set bf16
-            "bf16+checkpointing": {"bf16": True, "gradient_checkpointing": True}}
+SETTINGS = {"fp32": {"bf16": False, "compile": False}, "bf16": {"bf16": True, "compile": False},  # each explicit:
+            "fp32+compile": {"bf16": False, "compile": True},  # the stage's profile may set bf16 or compile
+            "bf16+compile": {"bf16": True, "compile": True},
+            "bf16+checkpointing": {"bf16": True, "gradient_checkpointing": True, "compile": False}}
 # op names -> kind, for the profile (the optimizer is recognised by its enclosing "Optimizer.*" range)
 KINDS = {"matrix products": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
                              "aten::convolution_backward"),
@@ -56,9 +59,10 @@ KINDS = {"matrix products": ("aten::mm", "aten::addmm", "aten::bmm", "aten::badd
 
 def make_trainer(setting: str, args, processor, config: MiMoVLConfig, model: MiMoVL | None = None) -> Trainer:
     """A Trainer of stage 3's mixture at the given shapes and setting; fresh weights of seed 0 unless given."""
+    known = {f.name for f in dataclasses.fields(Stage)}  # a checkout from before compile has no such field
     stage = dataclasses.replace(load_stage("stage3_multimodal", "cpu"), steps=10**6, warmup_steps=1,
                                 row_tokens=args.row_tokens, rows_per_step=args.rows, checkpoint_every=10**9,
-                                **SETTINGS[setting])
+                                **{k: v for k, v in SETTINGS[setting].items() if k in known})
     if model is None:
         torch.manual_seed(0)
         model = MiMoVL(config).to(args.device)
@@ -148,30 +152,63 @@ def transformers_step(model, optimizer, inputs: list[dict], autocast, grad_clip:
 
 
 def versus_transformers(setting: str, args, processor) -> dict:
-    """Part 2 for one setting: the same rows every step, transformers and the Trainer taking turns."""
+    """Part 2 for one setting: ``--distinct-steps`` different steps' rows, the same for all; transformers and the
+    Trainer taking turns step by step, each side's best of ``--repeats`` per step, summed over the steps. A
+    ``+compile`` setting also times transformers with its decoder layers and ViT blocks compiled the same way
+    (a copy of the same weights): the ratio against each."""
     torch.manual_seed(0)
     hf, ours, config = model_pair(args.preset, args.device)
     trainer = make_trainer(setting, args, processor, config, model=ours)
-    rows = trainer.next_rows()
-    trainer.next_rows = lambda: rows  # every step trains on these rows
-    inputs = [transformers_inputs(r) for r in rows]
+    models = {"transformers": hf}
+    if SETTINGS[setting].get("compile"):
+        models["transformers compiled"] = copy.deepcopy(hf)
+        for block in [*models["transformers compiled"].model.language_model.layers,
+                      *models["transformers compiled"].model.visual.blocks]:
+            block.compile(dynamic=True)
+    steps = [trainer.next_rows() for _ in range(args.distinct_steps)]
+    inputs = [[transformers_inputs(r) for r in rows] for rows in steps]
     # the Trainer's optimizer settings: fused AdamW, betas (0.9, 0.95), no weight decay at stage 3's cpu profile
-    optimizer = torch.optim.AdamW(hf.parameters(), lr=trainer.stage.lr["llm"], betas=(0.9, 0.95),
-                                  weight_decay=trainer.stage.weight_decay, fused=True)
+    optimizers = {name: torch.optim.AdamW(m.parameters(), lr=trainer.stage.lr["llm"], betas=(0.9, 0.95),
+                                          weight_decay=trainer.stage.weight_decay, fused=True)
+                  for name, m in models.items()}
     autocast = trainer.stage.autocast(torch.device(args.device))
-    losses = {"transformers": transformers_step(hf, optimizer, inputs, autocast, trainer.stage.grad_clip),
-              "mimolab": trainer.train_step()["loss"]}
-    if setting == "fp32" and abs(losses["transformers"] - losses["mimolab"]) > 1e-4 * abs(losses["mimolab"]):
+
+    def sides(k: int) -> dict:
+        def ours_on():
+            trainer.next_rows = lambda: steps[k]
+            return trainer.train_step()["loss"]
+
+        theirs = {name: (lambda m=m, o=optimizers[name]: transformers_step(m, o, inputs[k], autocast,
+                                                                           trainer.stage.grad_clip))
+                  for name, m in models.items()}
+        return {**theirs, "mimolab": ours_on}
+
+    losses = {name: fn() for name, fn in sides(0).items()}
+    if setting.startswith("fp32") and abs(losses["transformers"] - losses["mimolab"]) > 1e-4 * abs(losses["mimolab"]):
         raise RuntimeError(f"fp32 first losses differ: {losses}; the two models do not compute the same step")
-    clip = trainer.stage.grad_clip
-    best = timed_all({"transformers": lambda: transformers_step(hf, optimizer, inputs, autocast, clip),
-                      "mimolab": trainer.train_step}, args.repeats)
-    tokens = sum(r.n_tokens for r in rows)
+    for k in range(len(steps)):  # warm-up: a compiled layer meets every step's lengths before the timings
+        for fn in sides(k).values():
+            fn()
+    # then the steps in turn, each side's best of repeats per step, summed: training never meets the same rows
+    # twice in a row, and timing one step's rows again and again would hide what other lengths cost (buffers)
+    timings: list[dict] = [{} for _ in steps]
+    for _ in range(args.repeats):
+        for k in range(len(steps)):
+            again = timed_all(sides(k), 1, warm_up=False)
+            timings[k] = {n: {c: min(timings[k].get(n, {}).get(c, float("inf")), again[n][c]) for c in again[n]}
+                          for n in again}
+    best = {name: {clock: sum(t[name][clock] for t in timings) for clock in ("wall", "cpu")} for name in timings[0]}
+    tokens = sum(r.n_tokens for rows in steps for r in rows)
     per_s = lambda clock: {k: round(tokens / t[clock]) for k, t in best.items()}  # noqa: E731
-    ratio = lambda clock: round(best["transformers"][clock] / best["mimolab"][clock], 2)  # noqa: E731
-    return {"setting": setting, "tokens_per_step": tokens, "first_loss": {k: round(v, 6) for k, v in losses.items()},
-            "tokens_per_s": per_s("wall"), "cpu_tokens_per_s": per_s("cpu"), "ratio": ratio("wall"),
-            "cpu_ratio": ratio("cpu")}
+    ratio = lambda clock, ref="transformers": round(best[ref][clock] / best["mimolab"][clock], 2)  # noqa: E731
+    result = {"setting": setting, "tokens_per_step": round(tokens / len(steps)), "distinct_steps": len(steps),
+              "first_loss": {k: round(v, 6) for k, v in losses.items()},
+              "tokens_per_s": per_s("wall"), "cpu_tokens_per_s": per_s("cpu"), "ratio": ratio("wall"),
+              "cpu_ratio": ratio("cpu")}
+    if "transformers compiled" in best:
+        result |= {"ratio_to_compiled": ratio("wall", "transformers compiled"),
+                   "cpu_ratio_to_compiled": ratio("cpu", "transformers compiled")}
+    return result
 
 
 def kind_of(event) -> str:
@@ -250,6 +287,10 @@ def print_tables(summary: dict) -> None:
             t, c, loss = r["tokens_per_s"], r["cpu_tokens_per_s"], r["first_loss"]
             print(f"| {r['setting']} | {loss['transformers']} / {loss['mimolab']} | {t['transformers']:,} / "
                   f"{t['mimolab']:,} | {r['ratio']} | {c['transformers']:,} / {c['mimolab']:,} | {r['cpu_ratio']} |")
+            if "ratio_to_compiled" in r:
+                print(f"| {r['setting']}, transformers compiled | {loss['transformers compiled']} / {loss['mimolab']} | "
+                      f"{t['transformers compiled']:,} / {t['mimolab']:,} | {r['ratio_to_compiled']} | "
+                      f"{c['transformers compiled']:,} / {c['mimolab']:,} | {r['cpu_ratio_to_compiled']} |")
     for p in summary.get("profile", []):
         print(f"\n{p['setting']}: {p['step_ms']} ms per step (vision tower forward {p['vision_forward_ms']} ms)")
         for kind, ms in p["ms_per_step"].items():
@@ -277,6 +318,8 @@ def main() -> None:
     parser.add_argument("--settings", help="comma-separated; default fp32,bf16 (and bf16+checkpointing on a GPU)")
     parser.add_argument("--vs-transformers", action="store_true", help="also time transformers' steps (part 2)")
     parser.add_argument("--repeats", type=int, default=3, help="best-of-N for --vs-transformers")
+    parser.add_argument("--distinct-steps", type=int, default=4,
+                        help="--vs-transformers: steps of different rows timed (1: one step's rows every time)")
     parser.add_argument("--profile", action="store_true", help="also break a step's time down (part 3)")
     parser.add_argument("--profile-steps", type=int, default=3)
     parser.add_argument("--json", help="also write the results here")
@@ -298,7 +341,7 @@ def run(args, settings: list[str]) -> None:
                "torch": torch.__version__, "row_tokens": args.row_tokens, "rows": args.rows,
                "trainer": trainer_throughput(settings, args, processor, config)}
     if args.vs_transformers:
-        compared = [s for s in settings if s in ("fp32", "bf16")]
+        compared = [s for s in settings if "checkpointing" not in s]
         summary["vs_transformers"] = [versus_transformers(s, args, processor) for s in compared]
     if args.profile:
         summary["profile"] = [profile_setting(s, args, processor, config) for s in settings]

@@ -97,7 +97,6 @@ def additive(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | No
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
-@torch.compiler.disable  # compiled layers (``MiMoVL.compile_layers``) call it eagerly: see compile_layers
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -152,6 +151,23 @@ def attention(
     # enable_gqa shares each key/value head across its query heads without copying the cache
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=n_rep > 1)
     return out.transpose(1, 2)
+
+
+@torch.compiler.disable
+def layer_attention(*args, **kwargs) -> torch.Tensor:
+    """``attention`` as the model's layers call it. Inside a compiled layer (``MiMoVL.compile_layers``) it runs
+    eager: its per-segment loop reads the packing's lengths, which a graph would be recompiled for. Its output is
+    never a view: a compiled layer's guards on a view would also check the view's base, so a view from one row
+    (SDPA's transposed output, a row of one sample) and a new tensor from another (the segments concatenated)
+    would compile the rest of the layer twice. (The copy is the one the layer's reshape made anyway.)"""
+    out = attention(*args, **kwargs)
+    return out if out._base is None else out.clone(memory_format=torch.contiguous_format)
+
+
+def own_storage(x: torch.Tensor) -> torch.Tensor:
+    """``x``, copied if it is a view: what a stack of compiled layers starts from, so that the first layer's input is
+    a tensor of its own storage as every later layer's is (one graph for all, see ``layer_attention``)."""
+    return x if x._base is None else x.clone(memory_format=torch.contiguous_format)
 
 
 def segments_without_mask(device: torch.device) -> bool:

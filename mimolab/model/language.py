@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from mimolab.config import MiMoVLConfig, TextConfig
-from mimolab.model.attention import attention
+from mimolab.model.attention import attention, layer_attention, own_storage
 from mimolab.model.layers import RMSNorm, SwiGLU, compiled_or_eager
 from mimolab.model.positions import apply_rotary, mrope_cos_sin, text_inv_freq
 
@@ -202,7 +202,7 @@ class Attention(nn.Module):
             cached_k, cached_v = cache.update(self.layer_idx, k, v)
             if cache.length:  # earlier tokens are cached: attend to all of them, in this forward's dtype (the
                 k, v = _as(cached_k, q.dtype), _as(cached_v, q.dtype)  # cache may hold bf16, generation.py)
-        out = attention(q, k, v, causal=True, mask=mask, backend=self.backend, cu_seqlens=cu_seqlens,
+        out = layer_attention(q, k, v, causal=True, mask=mask, backend=self.backend, cu_seqlens=cu_seqlens,
                         segment_prefix=segment_prefix)
         return self.o_proj(out.reshape(B * S, -1)).view(B, S, -1)
 
@@ -263,8 +263,12 @@ class LanguageModel(nn.Module):
         """Hidden states after the last layer, *before* the final ``norm`` (the MTP layers start from
         them; the VLM applies ``norm`` for the head). ``segment_prefix``: see ``attention``."""
         rope = self.rope(position_ids, inputs_embeds.dtype)
+        layers = compiled_or_eager(self.layers, self.compiled, cache is None)
         x = inputs_embeds
-        for layer in compiled_or_eager(self.layers, self.compiled, cache is None):
+        if layers is not self.layers:  # a compiled layer's inputs: tensors of their own storage (own_storage)
+            x = own_storage(x)
+            cu_seqlens = cu_seqlens if cu_seqlens is None else own_storage(cu_seqlens)
+        for layer in layers:
             if self.gradient_checkpointing and self.training:
                 x = checkpoint(layer, x, rope, mask, None, cu_seqlens, segment_prefix, use_reentrant=False)
             else:

@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mimolab.config import MiMoVLConfig, VisionConfig
 from mimolab.model.attention import (
-    additive, attention, build_mask, flash_available, segment_ids_from_cu_seqlens,
+    additive, build_mask, flash_available, layer_attention, own_storage, segment_ids_from_cu_seqlens,
     segments_without_mask,
 )
 from mimolab.model.layers import RMSNorm, SwiGLU, compiled_or_eager
@@ -68,10 +68,10 @@ class VisionAttention(nn.Module):
         if segments["batch"] > 1 and not use_flash:  # equal segments: (N, h, d) -> (segments, h, L, d)
             b = segments["batch"]
             q, k, v = (t.view(b, n // b, self.num_heads, -1).transpose(1, 2) for t in (q, k, v))
-            return self.proj(attention(q, k, v, causal=False, backend=self.backend).reshape(n, -1))
+            return self.proj(layer_attention(q, k, v, causal=False, backend=self.backend).reshape(n, -1))
         q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))  # (1, heads, N, head_dim)
         # without a mask, cu_seqlens alone makes the segments attend one by one (attention.attend_per_segment)
-        out = attention(q, k, v, causal=False, mask=segments["mask"], backend=self.backend,
+        out = layer_attention(q, k, v, causal=False, mask=segments["mask"], backend=self.backend,
                         cu_seqlens=segments["cu_seqlens"], max_seqlen=segments["max_seqlen"])
         return self.proj(out.reshape(n, -1))
 
@@ -168,7 +168,10 @@ class VisionTransformer(nn.Module):
         window_seg = _segments(cu_window, n_patches, x.dtype, device)
         frame_seg = _segments(vision_frame_cu_seqlens(grid_thw), n_patches, x.dtype, device)
         # frame segments must be expressed in window order too: windows never straddle frames
-        for i, block in enumerate(compiled_or_eager(self.blocks, self.compiled)):
+        blocks = compiled_or_eager(self.blocks, self.compiled)
+        if blocks is not self.blocks:  # a compiled block's inputs: tensors of their own storage (own_storage)
+            x, cos, sin = own_storage(x), own_storage(cos), own_storage(sin)
+        for i, block in enumerate(blocks):
             segments = frame_seg if i in v.fullatt_block_indexes else window_seg
             if self.gradient_checkpointing and self.training:
                 x = checkpoint(block, x, cos, sin, segments, use_reentrant=False)

@@ -13,8 +13,10 @@ the same packed rows of the world's stage-3 mixture; against transformers; and w
 2. ``--vs-transformers``: transformers' Qwen2_5_VLForConditionalGeneration and mimolab on the same weights
    (bench_model.model_pair), the same packed rows (transformers reads the packing from restarting text
    positions, as its padding-free collator does) and the same dtype: one optimizer step each (forward, loss,
-   backward, clip, AdamW), alternating, best of ``--repeats`` (wall and CPU). mimolab's is the Trainer's step.
-   The fp32 first losses must agree to float error (checked).
+   backward, clip, AdamW), alternating, over ``--distinct-steps`` steps' rows in turn, each step's median of
+   ``--repeats`` (wall and CPU; the best beside) summed. mimolab's is the Trainer's step. ``+compile`` settings
+   also time transformers with its layers compiled the same way. The fp32 first losses must agree to float
+   error (checked).
 3. ``--profile``: torch.profiler over ``--profile-steps`` Trainer steps per setting, each op's own time
    summed by kind (matrix products, attention, softmax + cross-entropy, casts and copies, optimizer, other
    ops), the time outside any op (Python) the rest of the wall time; the vision tower's forward beside.
@@ -153,7 +155,7 @@ def transformers_step(model, optimizer, inputs: list[dict], autocast, grad_clip:
 
 def versus_transformers(setting: str, args, processor) -> dict:
     """Part 2 for one setting: ``--distinct-steps`` different steps' rows, the same for all; transformers and the
-    Trainer taking turns step by step, each side's best of ``--repeats`` per step, summed over the steps. A
+    Trainer taking turns step by step, each side's median of ``--repeats`` per step, summed over the steps. A
     ``+compile`` setting also times transformers with its decoder layers and ViT blocks compiled the same way
     (a copy of the same weights): the ratio against each."""
     torch.manual_seed(0)
@@ -189,25 +191,31 @@ def versus_transformers(setting: str, args, processor) -> dict:
     for k in range(len(steps)):  # warm-up: a compiled layer meets every step's lengths before the timings
         for fn in sides(k).values():
             fn()
-    # then the steps in turn, each side's best of repeats per step, summed: training never meets the same rows
-    # twice in a row, and timing one step's rows again and again would hide what other lengths cost (buffers)
+    # then the steps in turn, each side's median of repeats per step, summed: training never meets the same rows
+    # twice in a row, and timing one step's rows again and again would hide what other lengths cost (buffers). The
+    # median, not the best: an eager step's time varies by a third from step to step (allocations), a compiled
+    # one's by a tenth, and the best of a few rewards variance; the sums of the best are kept beside it
     timings: list[dict] = [{} for _ in steps]
     for _ in range(args.repeats):
         for k in range(len(steps)):
-            again = timed_all(sides(k), 1, warm_up=False)
-            timings[k] = {n: {c: min(timings[k].get(n, {}).get(c, float("inf")), again[n][c]) for c in again[n]}
-                          for n in again}
-    best = {name: {clock: sum(t[name][clock] for t in timings) for clock in ("wall", "cpu")} for name in timings[0]}
+            for name, clocks in timed_all(sides(k), 1, warm_up=False).items():
+                for clock, seconds in clocks.items():
+                    timings[k].setdefault(name, {}).setdefault(clock, []).append(seconds)
+    names = list(timings[0])
+    median = {n: {c: sum(statistics.median(t[n][c]) for t in timings) for c in ("wall", "cpu")} for n in names}
+    best = {n: {c: sum(min(t[n][c]) for t in timings) for c in ("wall", "cpu")} for n in names}
     tokens = sum(r.n_tokens for rows in steps for r in rows)
-    per_s = lambda clock: {k: round(tokens / t[clock]) for k, t in best.items()}  # noqa: E731
-    ratio = lambda clock, ref="transformers": round(best[ref][clock] / best["mimolab"][clock], 2)  # noqa: E731
+    per_s = lambda clock, of=median: {k: round(tokens / t[clock]) for k, t in of.items()}  # noqa: E731
+    ratio = lambda clock, ref="transformers", of=median: round(of[ref][clock] / of["mimolab"][clock], 2)  # noqa: E731
     result = {"setting": setting, "tokens_per_step": round(tokens / len(steps)), "distinct_steps": len(steps),
-              "first_loss": {k: round(v, 6) for k, v in losses.items()},
+              "repeats": args.repeats, "first_loss": {k: round(v, 6) for k, v in losses.items()},
               "tokens_per_s": per_s("wall"), "cpu_tokens_per_s": per_s("cpu"), "ratio": ratio("wall"),
-              "cpu_ratio": ratio("cpu")}
-    if "transformers compiled" in best:
+              "cpu_ratio": ratio("cpu"), "best_tokens_per_s": per_s("wall", best),
+              "best_ratio": ratio("wall", of=best)}
+    if "transformers compiled" in names:
         result |= {"ratio_to_compiled": ratio("wall", "transformers compiled"),
-                   "cpu_ratio_to_compiled": ratio("cpu", "transformers compiled")}
+                   "cpu_ratio_to_compiled": ratio("cpu", "transformers compiled"),
+                   "best_ratio_to_compiled": ratio("wall", "transformers compiled", best)}
     return result
 
 
@@ -317,8 +325,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2, help="packed rows per optimizer step (stage 3's cpu profile: 2)")
     parser.add_argument("--settings", help="comma-separated; default fp32,bf16 (and bf16+checkpointing on a GPU)")
     parser.add_argument("--vs-transformers", action="store_true", help="also time transformers' steps (part 2)")
-    parser.add_argument("--repeats", type=int, default=3, help="best-of-N for --vs-transformers")
-    parser.add_argument("--distinct-steps", type=int, default=4,
+    parser.add_argument("--repeats", type=int, default=3, help="timings of each step for --vs-transformers")
+    parser.add_argument("--distinct-steps", type=int, default=6,
                         help="--vs-transformers: steps of different rows timed (1: one step's rows every time)")
     parser.add_argument("--profile", action="store_true", help="also break a step's time down (part 3)")
     parser.add_argument("--profile-steps", type=int, default=3)

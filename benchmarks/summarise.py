@@ -22,8 +22,8 @@ START_AGAINST = "<!-- summary:start main job against (benchmarks/summarise.py --
 COMMANDS = {
     "cpu_bench_train_before.json": "`OMP_NUM_THREADS=1 PYTHONPATH=<checkout of 6049a3e> "
                                    "python benchmarks/bench_train.py --device cpu --settings fp32 --steps 8 --profile`",
-    "cpu_bench_train.json": "`OMP_NUM_THREADS=1 python benchmarks/bench_train.py --device cpu --steps 8 "
-                            "--vs-transformers --repeats 5 --profile`",
+    "cpu_bench_train.json": "`OMP_NUM_THREADS=1 python benchmarks/bench_train.py --device cpu --settings "
+                            "fp32,bf16,fp32+compile,bf16+compile --steps 8 --vs-transformers --repeats 3 --profile`",
     "cpu_bench_decode.json": "`OMP_NUM_THREADS=1 python benchmarks/bench_model.py --preset cpu --no-train "
                              "--shapes 8x128 32x256 --repeats 5`",
     "cpu_bench_grpo.json": "`OMP_NUM_THREADS=1 python benchmarks/bench_grpo.py --prompts 8 --group 4 --new-tokens 64 "
@@ -68,11 +68,15 @@ def train_rows() -> list[list[str]]:
                      ">= 2.5", machine(now), COMMANDS["cpu_bench_train.json"] + "; before: "
                      + COMMANDS["cpu_bench_train_before.json"]])
     for t in now["vs_transformers"]:
-        rows.append([f"train tokens/s, cpu preset, {t['setting']}: mimolab / transformers (same weights, rows, dtype)",
-                     f"{n(t['tokens_per_s']['mimolab'])} / {n(t['tokens_per_s']['transformers'])}",
-                     ratio(t["tokens_per_s"]["mimolab"] / t["tokens_per_s"]["transformers"],
-                           t["cpu_tokens_per_s"]["mimolab"] / t["cpu_tokens_per_s"]["transformers"]),
-                     ">= 2", machine(now), COMMANDS["cpu_bench_train.json"]])
+        references = ["transformers"] + (["transformers compiled"] if "transformers compiled" in t["tokens_per_s"] else [])
+        for ref in references:
+            how = {"transformers": " (eager)" if "compile" in t["setting"] else "",
+                   "transformers compiled": " with its layers compiled the same way"}[ref]
+            rows.append([f"train tokens/s, cpu preset, {t['setting']}: mimolab / transformers{how} (same weights, "
+                         f"rows, dtype)", f"{n(t['tokens_per_s']['mimolab'])} / {n(t['tokens_per_s'][ref])}",
+                         ratio(t["tokens_per_s"]["mimolab"] / t["tokens_per_s"][ref],
+                               t["cpu_tokens_per_s"]["mimolab"] / t["cpu_tokens_per_s"][ref]),
+                         ">= 2", machine(now), COMMANDS["cpu_bench_train.json"]])
     return rows
 
 

@@ -203,7 +203,7 @@ class Attention(nn.Module):
             if cache.length:  # earlier tokens are cached: attend to all of them, in this forward's dtype (the
                 k, v = _as(cached_k, q.dtype), _as(cached_v, q.dtype)  # cache may hold bf16, generation.py)
         out = layer_attention(q, k, v, causal=True, mask=mask, backend=self.backend, cu_seqlens=cu_seqlens,
-                        segment_prefix=segment_prefix)
+                              segment_prefix=segment_prefix)
         return self.o_proj(out.reshape(B * S, -1)).view(B, S, -1)
 
 

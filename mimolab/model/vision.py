@@ -72,7 +72,7 @@ class VisionAttention(nn.Module):
         q, k, v = (t.transpose(0, 1)[None] for t in (q, k, v))  # (1, heads, N, head_dim)
         # without a mask, cu_seqlens alone makes the segments attend one by one (attention.attend_per_segment)
         out = layer_attention(q, k, v, causal=False, mask=segments["mask"], backend=self.backend,
-                        cu_seqlens=segments["cu_seqlens"], max_seqlen=segments["max_seqlen"])
+                              cu_seqlens=segments["cu_seqlens"], max_seqlen=segments["max_seqlen"])
         return self.proj(out.reshape(n, -1))
 
 

@@ -105,11 +105,12 @@ class MiMoVL(nn.Module):
     def compile_layers(self, enabled: bool = True) -> None:
         """Training forwards run each decoder layer and ViT block through ``torch.compile`` (inductor): the layers'
         small elementwise ops (norms, rope, SwiGLU, residuals) and autocast's casts fuse into a few kernels (a bf16
-        training step of the cpu preset 7-17% faster on 2 CPU cores; benchmarks/README.md, "Compiled layers").
-        Attention stays eager (``attention`` is excluded from tracing): its per-segment loop reads the packing's
-        lengths, which a graph would have to recompile for. Evaluation and generation run the layers eager
-        (``compiled_or_eager``); the parameters and state-dict keys are the modules' own, so checkpoints are
-        unchanged. The first training forward compiles (10-25 s for the cpu preset's layers on 2 cores)."""
+        step of the cpu preset about 1.2x faster on one thread, but no faster in the main job's stage 3 on two;
+        benchmarks/README.md, "Compiled layers"). Attention stays eager (``layer_attention`` is excluded from
+        tracing): its per-segment loop reads the packing's lengths, which a graph would have to recompile for.
+        Evaluation and generation run the layers eager (``compiled_or_eager``); the parameters and state-dict keys
+        are the modules' own, so checkpoints are unchanged. The first training forward compiles (10-25 s for the
+        cpu preset's layers on 2 cores)."""
         self.language_model.compiled = compile_blocks(self.language_model.layers) if enabled else None
         self.visual.compiled = compile_blocks(self.visual.blocks) if enabled else None
 

@@ -55,7 +55,8 @@ class Stage:
     bf16: bool = False
     gradient_checkpointing: bool = False
     # torch.compile the decoder layers and ViT blocks for the training steps (MiMoVL.compile_layers): a bf16 step
-    # of the cpu preset 7-17% faster on 2 CPU cores, after a compile of 10-25 s on the first step
+    # of the cpu preset about 1.2x faster on one thread, after a compile of 10-25 s, but the main job's stage 3 (two
+    # threads) no faster: off in every profile (benchmarks/README.md, "Compiled layers")
     compile: bool = False
     lora: dict[str, Any] | None = None  # {"parts": [...], "r": 8, "alpha": 16}: train adapters, not the weights
     eval_tasks: tuple[str, ...] = ()  # what the stage's notebook measures afterwards

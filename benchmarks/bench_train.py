@@ -193,8 +193,8 @@ def versus_transformers(setting: str, args, processor) -> dict:
             fn()
     # then the steps in turn, each side's median of repeats per step, summed: training never meets the same rows
     # twice in a row, and timing one step's rows again and again would hide what other lengths cost (buffers). The
-    # median, not the best: an eager step's time varies by a third from step to step (allocations), a compiled
-    # one's by a tenth, and the best of a few rewards variance; the sums of the best are kept beside it
+    # median, not the best: an eager step's time varies by a third from step to step (why was not investigated), a
+    # compiled one's by a tenth, and the best of a few rewards variance; the sums of the best are kept beside it
     timings: list[dict] = [{} for _ in steps]
     for _ in range(args.repeats):
         for k in range(len(steps)):

@@ -160,13 +160,12 @@ def layer_attention(*args, **kwargs) -> torch.Tensor:
     never a view: a compiled layer's guards on a view would also check the view's base, so a view from one row
     (SDPA's transposed output, a row of one sample) and a new tensor from another (the segments concatenated)
     would compile the rest of the layer twice. (The copy is the one the layer's reshape made anyway.)"""
-    out = attention(*args, **kwargs)
-    return out if out._base is None else out.clone(memory_format=torch.contiguous_format)
+    return own_storage(attention(*args, **kwargs))
 
 
 def own_storage(x: torch.Tensor) -> torch.Tensor:
-    """``x``, copied if it is a view: what a stack of compiled layers starts from, so that the first layer's input is
-    a tensor of its own storage as every later layer's is (one graph for all, see ``layer_attention``)."""
+    """``x``, copied if it is a view: what a compiled layer receives (``layer_attention``'s output, and what a stack
+    of compiled layers starts from), so that every call sees a tensor of its own storage (one graph for all)."""
     return x if x._base is None else x.clone(memory_format=torch.contiguous_format)
 
 
